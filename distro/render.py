@@ -1,0 +1,113 @@
+"""The render pipeline: cluster file -> plan -> secrets -> node configs and manifests -> assets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import __version__, release
+from .assets import AssetFile, WriteReport, write_assets
+from .bootstrap import bootstrap_objects
+from .errors import Problem, UserError
+from .kubeconfig import kubeconfig
+from .load import load_cluster
+from .plan import Plan, make_plan
+from .secrets import Secrets, load_or_create_secrets
+from .yamlout import dump_yaml
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    assets_dir: Path
+    plan: Plan
+    secrets: Secrets
+    report: WriteReport
+
+
+def default_assets_dir(plan: Plan) -> Path:
+    return Path("assets") / plan.name
+
+
+def render(cluster_file: Path, output: Path | None = None, *, now: datetime | None = None,
+           progress: Progress | None = None) -> RenderResult:
+    loaded = load_cluster(cluster_file)
+    plan = make_plan(loaded.cluster, cluster_file.parent)
+    assets_dir = output if output is not None else default_assets_dir(plan)
+    try:
+        assets_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(Problem(str(assets_dir), None, "", f"cannot create the assets directory: {exc.strerror}; choose another with -o")) from None
+    secrets = load_or_create_secrets(assets_dir, plan, now=now)
+
+    report = write_assets(assets_dir, _derived_files(plan, secrets, progress))
+    return RenderResult(assets_dir=assets_dir, plan=plan, secrets=secrets, report=report)
+
+
+def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None) -> Iterator[tuple[str, AssetFile]]:
+    """Every derived file, one at a time, so a large cluster never sits in memory whole."""
+    from .ignition.context import RenderContext
+    from .ignition.nodeconfig import render_node
+
+    yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode())
+    yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
+    yield from _manifest_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
+    context = RenderContext(plan, secrets)
+    total = len(plan.nodes)
+    for index, node in enumerate(plan.nodes, start=1):
+        rendered = render_node(context, node)
+        # Controller configs carry private keys; worker configs the bootstrap token.
+        yield f"nodes/{node.name}/{rendered.file_name}", AssetFile(rendered.data, 0o600)
+        if progress:
+            progress("nodes", index, total)
+
+
+def lock_document(plan: Plan) -> str:
+    """The resolved cluster: every default filled in, every version pinned."""
+    document: dict[str, Any] = plan.cluster.model_dump(by_alias=True, mode="json")
+    kubernetes_version = plan.spec.kubernetes.version
+    document["resolved"] = {
+        "stellwerkVersion": __version__,
+        "images": {
+            component: release.control_plane_image(component, kubernetes_version)
+            for component in release.CONTROL_PLANE_COMPONENTS
+        },
+        "apiServiceIP": str(plan.api_service_ip),
+        "dnsServiceIP": str(plan.dns_service_ip),
+        "nodes": [
+            {
+                "name": node.name,
+                "role": node.role,
+                **({"pool": node.pool} if node.pool else {}),
+                "mac": node.mac,
+                "address": str(node.address),
+                **({"meshAddress": str(node.mesh_address)} if node.mesh_address else {}),
+            }
+            for node in plan.nodes
+        ],
+    }
+    header = "# Written by `stellwerk render`; do not edit. The cluster file is the source of truth.\n"
+    return header + dump_yaml(document)
+
+
+def _admin_kubeconfig(plan: Plan, secrets: Secrets) -> bytes:
+    pair = secrets.pki.pair("admin")
+    return kubeconfig(
+        plan.name, plan.api_server_url, secrets.pki.pair("ca").cert_pem, "kubernetes-admin",
+        client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem,
+    )
+
+
+def _manifest_files(component: str, objects: list[dict[str, Any]]) -> dict[str, AssetFile]:
+    """One object per file, numbered so that applying in name order follows the list order."""
+    files: dict[str, AssetFile] = {}
+    for index, obj in enumerate(objects):
+        name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name'].replace(':', '-')}.yaml"
+        # The bootstrap token Secret is a credential.
+        mode = 0o600 if obj["kind"] == "Secret" else 0o644
+        files[f"manifests/{component}/{name}"] = AssetFile(dump_yaml(obj).encode(), mode)
+    return files

@@ -1,0 +1,72 @@
+"""The persisted state of a cluster: PKI, WireGuard keys and the bootstrap token.
+
+Load what exists, create what is missing, never replace a key. Everything on
+disk is read and checked before the first new file is written, so a broken
+assets directory is reported and left exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .pki import PKI, ControllerIdentity, PKIRequest, load_or_create_pki
+from .plan import Plan
+from .tokens import BootstrapToken, generate_token, read_token, write_token
+from .wireguard import WireGuardKey, generate_key, read_key, write_key
+
+
+@dataclass(frozen=True)
+class Secrets:
+    pki: PKI
+    wireguard: dict[str, WireGuardKey]
+    bootstrap_token: BootstrapToken
+    created: tuple[str, ...]
+    reissued: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"Secrets(created={len(self.created)}, reissued={len(self.reissued)})"
+
+
+def pki_request(plan: Plan) -> PKIRequest:
+    spec = plan.spec
+    return PKIRequest(
+        cluster_name=plan.name,
+        key_algorithm=spec.pki.key_algorithm,
+        ca_validity=spec.pki.ca_validity,
+        cert_validity=spec.pki.cert_validity,
+        api_endpoint=spec.kubernetes.api_endpoint,
+        api_service_ip=plan.api_service_ip,
+        cluster_domain=spec.kubernetes.cluster_domain,
+        controllers=tuple(ControllerIdentity(node.name, node.address) for node in plan.controllers),
+    )
+
+
+def load_or_create_secrets(assets_dir: Path, plan: Plan, now: datetime | None = None) -> Secrets:
+    wireguard_dir = assets_dir / "wireguard"
+    token_path = assets_dir / "auth" / "bootstrap-token"
+    # Read and check first: any SecretsError here leaves the directory untouched.
+    wireguard = {node.name: read_key(wireguard_dir, node.name) for node in plan.nodes} if plan.spec.wireguard.enabled else {}
+    token = read_token(token_path)
+
+    pki = load_or_create_pki(assets_dir / "pki", pki_request(plan), now=now)
+
+    created = list(pki.created)
+    for name, key in wireguard.items():
+        if key is None:
+            key = generate_key()
+            write_key(wireguard_dir, name, key)
+            wireguard[name] = key
+            created += [f"wireguard/{name}.key", f"wireguard/{name}.pub"]
+    if token is None:
+        token = generate_token()
+        write_token(token_path, token)
+        created.append("auth/bootstrap-token")
+    return Secrets(
+        pki=pki,
+        wireguard={name: key for name, key in wireguard.items() if key is not None},
+        bootstrap_token=token,
+        created=tuple(created),
+        reissued=tuple(pki.reissued),
+    )

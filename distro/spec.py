@@ -1,0 +1,307 @@
+"""The cluster file: typed model, defaults and field-level validation.
+
+Defaults live next to the field they belong to, so `stellwerk schema`, the docs
+and the lock file all tell the same story. Checks that involve several fields
+(duplicates, overlapping networks, quorum) live in `validation`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from . import release
+from .durations import format_duration, parse_duration
+
+API_VERSION = "stellwerk.dev/v1alpha1"
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_MAC = re.compile(r"[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+_SEMVER3 = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+_SSH_KEY = re.compile(
+    r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?"
+)
+_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?)")
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label: use at most 63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _endpoint(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ValueError(f"{value!r} is neither an IP address nor a DNS name (lower-case, dot-separated labels)")
+    return value
+
+
+def _mac(value: str) -> str:
+    text = value.strip().lower()
+    if not _MAC.fullmatch(text):
+        raise ValueError(f"{value!r} is not a MAC address; write six hex octets such as 52:54:00:00:00:11")
+    octets = re.findall(r"[0-9a-f]{2}", text)
+    if int(octets[0], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast address; a network card's MAC has an even first octet")
+    return ":".join(octets)
+
+
+def _ipv4_address(value: Any) -> ipaddress.IPv4Address:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an IPv4 address; quote it as a string such as '10.0.0.1'")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address such as 10.213.0.11") from None
+
+
+def _ipv4_network(value: Any) -> ipaddress.IPv4Network:
+    if isinstance(value, ipaddress.IPv4Network):
+        return value
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"{value!r} is not a CIDR; write a network and prefix length such as 10.2.0.0/16")
+    try:
+        return ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            fixed = ipaddress.IPv4Network(value, strict=False)
+            raise ValueError(f"{value!r} has host bits set; did you mean {fixed}?") from None
+        raise ValueError(f"{value!r} is not an IPv4 CIDR such as 10.2.0.0/16") from None
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+def _kubernetes_version(value: str) -> str:
+    match = _SEMVER3.fullmatch(value)
+    if not match or match.group(1) != "1":
+        raise ValueError(f"{value!r} is not a Kubernetes version; write MAJOR.MINOR.PATCH such as {release.KUBERNETES_VERSION!r}, without a 'v'")
+    minor = int(match.group(2))
+    if minor not in release.KUBERNETES_MINORS:
+        supported = ", ".join(f"1.{m}" for m in release.KUBERNETES_MINORS)
+        raise ValueError(f"Kubernetes 1.{minor} is not supported by this release; supported minors: {supported}")
+    return value
+
+
+def _os_version(value: str) -> str:
+    if value != "current" and not _SEMVER3.fullmatch(value):
+        raise ValueError(f"{value!r} is not an OS version; write BUILD.BRANCH.PATCH such as {release.FLATCAR_VERSION!r}")
+    return value
+
+
+def _ssh_key(value: str) -> str:
+    if not _SSH_KEY.fullmatch(value.strip()):
+        raise ValueError("not an OpenSSH public key; paste one line of an id_*.pub file (type, base64 key, comment)")
+    return value.strip()
+
+
+def _label_key(value: str) -> str:
+    prefix, _, name = value.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        raise ValueError(f"label key {value!r}: prefix {prefix!r} is not a DNS subdomain")
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        raise ValueError(f"label key {value!r}: name must be 1-63 letters, digits, '-', '_' or '.'")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
+        raise ValueError(f"label value {value!r} must be at most 63 letters, digits, '-', '_' or '.'")
+    return value
+
+
+def _stringify_scalar(value: Any) -> Any:
+    # YAML reads versions like 1.31 or 4081 as numbers; versions are strings here.
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+DNSLabel = Annotated[str, AfterValidator(_dns_label)]
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+MAC = Annotated[str, AfterValidator(_mac)]
+IPv4 = Annotated[
+    ipaddress.IPv4Address,
+    BeforeValidator(_ipv4_address),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "format": "ipv4"}),
+]
+CIDR = Annotated[
+    ipaddress.IPv4Network,
+    BeforeValidator(_ipv4_network),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$"}),
+]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+[hms])+$"}),
+]
+KubernetesVersion = Annotated[str, BeforeValidator(_stringify_scalar), AfterValidator(_kubernetes_version)]
+OSVersion = Annotated[str, BeforeValidator(_stringify_scalar), AfterValidator(_os_version)]
+SSHKey = Annotated[str, AfterValidator(_ssh_key)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, BeforeValidator(_stringify_scalar), AfterValidator(_label_value)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=False,
+        str_strip_whitespace=True,
+    )
+
+
+class Metadata(StrictModel):
+    name: DNSLabel = Field(description="Cluster name; names the assets directory and the etcd cluster token.")
+
+
+class Kubernetes(StrictModel):
+    version: KubernetesVersion = Field(release.KUBERNETES_VERSION, description="Kubernetes release, MAJOR.MINOR.PATCH.")
+    api_endpoint: Endpoint = Field(description="DNS name or IP that clients and kubelets use to reach the apiserver.")
+    pod_cidr: CIDR = Field(ipaddress.IPv4Network("10.2.0.0/16"), alias="podCIDR", description="Pod network.")
+    service_cidr: CIDR = Field(
+        ipaddress.IPv4Network("10.3.0.0/16"), alias="serviceCIDR",
+        description="Service network; its first address is the kubernetes service, its tenth the cluster DNS.",
+    )
+    cluster_domain: Annotated[str, AfterValidator(_endpoint)] = Field("cluster.local", description="Cluster DNS domain.")
+
+
+class OS(StrictModel):
+    family: Literal["flatcar", "lab", "debian"] = Field(
+        "flatcar",
+        description="flatcar and lab hosts get Ignition configs; debian hosts get cloud-init configs.",
+    )
+    channel: Literal["stable", "beta", "alpha", "lts"] = Field(release.FLATCAR_CHANNEL, description="Flatcar release channel.")
+    version: OSVersion = Field(release.FLATCAR_VERSION, description="OS release, or 'current'.")
+
+
+class SSH(StrictModel):
+    authorized_keys: list[SSHKey] = Field(default_factory=list, description="Public keys for user core.")
+
+
+class PKIOptions(StrictModel):
+    key_algorithm: Literal["ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096"] = Field(
+        "ecdsa-p256", description="Algorithm for every private key of the cluster PKI."
+    )
+    ca_validity: Duration = Field(timedelta(hours=87600), description="Lifetime of the CAs (default 10 years).")
+    cert_validity: Duration = Field(timedelta(hours=8760), description="Lifetime of leaf certificates (default 1 year).")
+
+
+class WireGuard(StrictModel):
+    enabled: bool = Field(True, description="Build the wg0 mesh between all nodes.")
+    port: int = Field(51821, ge=1, le=65535, description="UDP port of wg0 on every node.")
+    network: CIDR = Field(
+        ipaddress.IPv4Network("10.250.0.0/24"),
+        description="Mesh network; each node's mesh address has the same host part as its node address.",
+    )
+    persistent_keepalive: int = Field(25, ge=0, le=65535, description="Seconds between keepalives; 0 disables them.")
+
+
+class Network(StrictModel):
+    node_cidr: CIDR = Field(alias="nodeCIDR", description="The network the nodes' addresses are in.")
+    gateway: IPv4 | None = Field(None, description="Default gateway; none means no default route is configured.")
+    dns: list[IPv4] = Field(default_factory=list, description="DNS resolvers for the nodes.")
+    mtu: int = Field(1500, ge=1280, le=9216, description="MTU of the node network.")
+    management_cidrs: list[CIDR] = Field(
+        default_factory=list, alias="managementCIDRs",
+        description="Networks allowed to reach ssh and the apiserver (used by host protection).",
+    )
+    ntp: list[Endpoint] = Field(default_factory=list, description="NTP servers; empty keeps the OS default.")
+
+
+class Taint(StrictModel):
+    key: LabelKey
+    value: LabelValue = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class Node(StrictModel):
+    name: DNSLabel
+    mac: MAC = Field(description="MAC address of the boot interface; it also selects the node's network config.")
+    address: IPv4 = Field(description="Static address of the node in nodeCIDR.")
+    install_disk: str = Field("/dev/sda", pattern=r"^/dev/\S+$", description="Disk the OS is installed on.")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Extra labels for this node.")
+
+
+class WorkerPool(StrictModel):
+    name: DNSLabel
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, description="Labels for every node of the pool.")
+    taints: list[Taint] = Field(default_factory=list, description="Taints for every node of the pool.")
+    nodes: list[Node] = Field(default_factory=list)
+
+
+def _snippet(value: Any) -> Any:
+    if isinstance(value, dict) or (isinstance(value, str) and value.strip()):
+        return value
+    raise ValueError("a snippet is inline Butane YAML (a mapping) or the path of a Butane file (a string)")
+
+
+Snippet = Annotated[Any, AfterValidator(_snippet), WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "string"}]})]
+
+
+class Snippets(StrictModel):
+    """Butane (flatcar 1.0.0) snippets merged into node configs, in the order all, role, pool, node.
+
+    Each item is either inline Butane YAML or a path to a Butane file, relative to the cluster file.
+    """
+
+    all: list[Snippet] = Field(default_factory=list)
+    controllers: list[Snippet] = Field(default_factory=list)
+    workers: list[Snippet] = Field(default_factory=list)
+    pools: dict[str, list[Snippet]] = Field(default_factory=dict)
+    nodes: dict[str, list[Snippet]] = Field(default_factory=dict)
+
+
+class Components(StrictModel):
+    """Optional cluster components; none is available in this release yet."""
+
+
+class ClusterSpecBody(StrictModel):
+    kubernetes: Kubernetes
+    os: OS = Field(default_factory=OS)
+    ssh: SSH = Field(default_factory=SSH)
+    pki: PKIOptions = Field(default_factory=PKIOptions)
+    wireguard: WireGuard = Field(default_factory=WireGuard)
+    network: Network
+    controllers: list[Node] = Field(min_length=1, description="Control-plane nodes; an odd number, for etcd quorum.")
+    worker_pools: list[WorkerPool] = Field(default_factory=list)
+    snippets: Snippets = Field(default_factory=Snippets)
+    components: Components = Field(default_factory=Components)
+
+
+class Cluster(StrictModel):
+    api_version: Literal["stellwerk.dev/v1alpha1"] = Field(description=f"Always {API_VERSION}.")
+    kind: Literal["Cluster"]
+    metadata: Metadata
+    spec: ClusterSpecBody
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Cluster.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Stellwerk cluster file"
+    return schema

@@ -1,0 +1,167 @@
+"""Cross-field checks on a typed cluster file.
+
+Field-level checks (formats, ranges) are in `spec`; here are the rules that need
+the whole file: uniqueness, address plans, quorum and references by name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import Problem
+from .snippets import SnippetProblem, load_snippet
+from .spec import Cluster, Node
+from .yamlsource import Location, SourceMap
+
+# Labels a kubelet may set on its own Node under the reserved kubernetes.io and
+# k8s.io namespaces (the NodeRestriction admission plugin rejects the rest).
+_KUBELET_ALLOWED_LABELS = {
+    "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+    "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+}
+_KUBELET_ALLOWED_PREFIXES = ("kubelet.kubernetes.io/", "node.kubernetes.io/")
+
+
+def check_cluster(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[Problem]:
+    problems = [source.problem(loc, message) for loc, message in _cluster_rules(cluster)]
+    problems += _snippet_problems(cluster, source, base_dir)
+    problems.sort(key=lambda p: (p.line or 0, p.path))
+    return problems
+
+
+def nodes_with_locations(cluster: Cluster) -> Iterator[tuple[Location, Node]]:
+    for index, node in enumerate(cluster.spec.controllers):
+        yield ("spec", "controllers", index), node
+    for pool_index, pool in enumerate(cluster.spec.worker_pools):
+        for index, node in enumerate(pool.nodes):
+            yield ("spec", "workerPools", pool_index, "nodes", index), node
+
+
+def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    yield from _quorum(cluster)
+    yield from _uniqueness(cluster)
+    yield from _addresses(cluster)
+    yield from _networks(cluster)
+    yield from _labels(cluster)
+
+
+def _quorum(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    count = len(cluster.spec.controllers)
+    if count and count % 2 == 0:
+        yield ("spec", "controllers"), (
+            f"{count} controllers: etcd needs a majority of its members to work, so an even count "
+            f"tolerates no more failures than {count - 1} and adds a member that can split the vote; "
+            f"use {count - 1} or {count + 1} controllers"
+        )
+
+
+def _uniqueness(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    for attribute in ("name", "mac", "address"):
+        first: dict[str, Location] = {}
+        for loc, node in nodes_with_locations(cluster):
+            value = str(getattr(node, attribute))
+            if value in first:
+                yield (*loc, attribute), f"{attribute} {value} is already used by {_where(first[value])}; every node needs its own"
+            else:
+                first[value] = loc
+    pools: dict[str, int] = {}
+    for index, pool in enumerate(cluster.spec.worker_pools):
+        if pool.name in pools:
+            yield ("spec", "workerPools", index, "name"), f"pool name {pool.name!r} is already used by workerPools[{pools[pool.name]}]"
+        else:
+            pools[pool.name] = index
+
+
+def _where(loc: Location) -> str:
+    if loc[1] == "controllers":
+        return f"controllers[{loc[2]}]"
+    return f"workerPools[{loc[2]}].nodes[{loc[4]}]"
+
+
+def _addresses(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    network = cluster.spec.network
+    cidr = network.node_cidr
+    reserved = {cidr.network_address, cidr.broadcast_address} if cidr.prefixlen < 31 else set()
+    for loc, node in nodes_with_locations(cluster):
+        if node.address not in cidr:
+            yield (*loc, "address"), f"{node.address} is outside network.nodeCIDR {cidr}; use an address in it or widen nodeCIDR"
+        elif node.address in reserved:
+            yield (*loc, "address"), f"{node.address} is the network or broadcast address of {cidr}; pick a host address"
+        elif network.gateway is not None and node.address == network.gateway:
+            yield (*loc, "address"), f"{node.address} is the gateway's address; pick another"
+    if network.gateway is not None and network.gateway not in cidr:
+        yield ("spec", "network", "gateway"), f"gateway {network.gateway} is outside nodeCIDR {cidr}; nodes could not reach it"
+
+
+def _networks(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    spec = cluster.spec
+    named: list[tuple[Location, str, ipaddress.IPv4Network]] = [
+        (("spec", "kubernetes", "podCIDR"), "kubernetes.podCIDR", spec.kubernetes.pod_cidr),
+        (("spec", "kubernetes", "serviceCIDR"), "kubernetes.serviceCIDR", spec.kubernetes.service_cidr),
+        (("spec", "network", "nodeCIDR"), "network.nodeCIDR", spec.network.node_cidr),
+    ]
+    if spec.wireguard.enabled:
+        named.append((("spec", "wireguard", "network"), "wireguard.network", spec.wireguard.network))
+    for index, (loc, name, net) in enumerate(named):
+        for other_loc, other_name, other in named[:index]:
+            if net.overlaps(other):
+                yield loc, f"{name} {net} overlaps {other_name} {other}; the networks must be disjoint"
+    if spec.kubernetes.service_cidr.num_addresses < 16:
+        yield ("spec", "kubernetes", "serviceCIDR"), "needs at least 16 addresses (the 10th is the cluster DNS); use /28 or larger"
+    if spec.wireguard.enabled and spec.wireguard.network.prefixlen > spec.network.node_cidr.prefixlen:
+        yield ("spec", "wireguard", "network"), (
+            f"/{spec.wireguard.network.prefixlen} is smaller than nodeCIDR /{spec.network.node_cidr.prefixlen}: a node's "
+            f"mesh address reuses the host part of its node address; use a /{spec.network.node_cidr.prefixlen} or larger"
+        )
+
+
+def _labels(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    def check(loc: Location, labels: dict[str, str]) -> Iterator[tuple[Location, str]]:
+        for key in labels:
+            prefix = key.rpartition("/")[0]
+            reserved = prefix == "kubernetes.io" or prefix.endswith((".kubernetes.io", ".k8s.io")) or prefix == "k8s.io"
+            if reserved and key not in _KUBELET_ALLOWED_LABELS and not key.startswith(_KUBELET_ALLOWED_PREFIXES):
+                yield (*loc, "labels", key), (
+                    f"a kubelet may not set {key!r} on its own node (NodeRestriction); use your own prefix, "
+                    "such as node.example.com/, or node.kubernetes.io/"
+                )
+
+    for loc, node in nodes_with_locations(cluster):
+        yield from check(loc, node.labels)
+    for index, pool in enumerate(cluster.spec.worker_pools):
+        yield from check(("spec", "workerPools", index), pool.labels)
+
+
+def _snippet_problems(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[Problem]:
+    snippets = cluster.spec.snippets
+    pool_names = {pool.name for pool in cluster.spec.worker_pools}
+    node_names = {node.name for _, node in nodes_with_locations(cluster)}
+    problems: list[Problem] = []
+    for key in snippets.pools:
+        if key not in pool_names:
+            problems.append(source.problem(("spec", "snippets", "pools", key), f"no worker pool is named {key!r}"))
+    for key in snippets.nodes:
+        if key not in node_names:
+            problems.append(source.problem(("spec", "snippets", "nodes", key), f"no node is named {key!r}"))
+    for loc, item in iter_snippets(cluster):
+        try:
+            load_snippet(item, base_dir, loc, source)
+        except SnippetProblem as exc:
+            problems.extend(exc.to_problems())
+    return problems
+
+
+def iter_snippets(cluster: Cluster) -> Iterator[tuple[Location, object]]:
+    snippets = cluster.spec.snippets
+    base: Location = ("spec", "snippets")
+    for group in ("all", "controllers", "workers"):
+        for index, item in enumerate(getattr(snippets, group)):
+            yield (*base, group, index), item
+    for group in ("pools", "nodes"):
+        for key, items in getattr(snippets, group).items():
+            for index, item in enumerate(items):
+                yield (*base, group, key, index), item

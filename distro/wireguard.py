@@ -1,0 +1,63 @@
+"""WireGuard key pairs for the wg0 mesh: one X25519 pair per node, in wg's own format."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from .errors import SecretsError
+from .fsutil import write_new_file
+
+_RAW = serialization.Encoding.Raw
+
+
+@dataclass(frozen=True)
+class WireGuardKey:
+    private_key: str  # base64, as `wg genkey` prints it
+    public_key: str  # base64, as `wg pubkey` prints it
+
+    def __repr__(self) -> str:  # keep private keys out of logs and tracebacks
+        return f"WireGuardKey(public_key={self.public_key!r})"
+
+
+def generate_key() -> WireGuardKey:
+    private = X25519PrivateKey.generate()
+    raw = private.private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return WireGuardKey(base64.b64encode(raw).decode(), _public_of(private))
+
+
+def _public_of(private: X25519PrivateKey) -> str:
+    return base64.b64encode(private.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)).decode()
+
+
+def read_key(directory: Path, node: str) -> WireGuardKey | None:
+    """Load a node's pair if present; raise SecretsError if it is half there or broken."""
+    key_path, pub_path = directory / f"{node}.key", directory / f"{node}.pub"
+    label = f"wireguard/{node}"
+    if not key_path.exists() and not pub_path.exists():
+        return None
+    if not key_path.exists():
+        raise SecretsError(f"{label}.key", f"missing while {node}.pub exists; restore it, or delete {node}.pub to generate a new pair")
+    if not pub_path.exists():
+        raise SecretsError(f"{label}.pub", f"missing while {node}.key exists; restore it, or delete {node}.key to generate a new pair")
+    private_text = key_path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        raw = base64.b64decode(private_text, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 32:
+        raise SecretsError(f"{label}.key", "is not a WireGuard private key (base64 of 32 bytes); restore it from backup")
+    public = _public_of(X25519PrivateKey.from_private_bytes(raw))
+    if pub_path.read_text(encoding="ascii", errors="replace").strip() != public:
+        raise SecretsError(f"{label}.pub", f"does not belong to {node}.key; restore the matching pair, or delete both to generate a new one")
+    return WireGuardKey(private_text, public)
+
+
+def write_key(directory: Path, node: str, key: WireGuardKey) -> None:
+    write_new_file(directory / f"{node}.key", (key.private_key + "\n").encode(), 0o600)
+    write_new_file(directory / f"{node}.pub", (key.public_key + "\n").encode(), 0o644)

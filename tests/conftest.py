@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "lab-cluster.yaml"
+
+
+def require_tool(name: str, *fallbacks: str) -> str:
+    """Path of a real engine; missing in CI is a failure, elsewhere a skip."""
+    for candidate in (name, *fallbacks):
+        found = shutil.which(candidate) or (candidate if os.path.isabs(candidate) and os.access(candidate, os.X_OK) else None)
+        if found:
+            return found
+    message = f"{name} is not installed (./dev.sh test installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the real `stellwerk` entry point in-process, as a user would from a shell."""
+    from stellwerk.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def example_text() -> str:
+    return EXAMPLE.read_text()
+
+
+def write_cluster(directory: Path, text: str, name: str = "cluster.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
