@@ -53,6 +53,7 @@ def write_assets(root: Path, files: Iterable[tuple[str, AssetFile]]) -> WriteRep
     report = WriteReport()
     wanted: set[str] = set()
     pending: list[str] = []
+    made_dirs: set[Path] = set()
     staging: Path | None = None
     try:
         for relative, asset in files:
@@ -67,14 +68,11 @@ def write_assets(root: Path, files: Iterable[tuple[str, AssetFile]]) -> WriteRep
             (report.created if state == "missing" else report.updated).append(relative)
             if staging is None:
                 staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
-            _stage(staging / relative, asset)
+            _stage(staging / relative, asset, made_dirs)
             pending.append(relative)
         stale = _stale_files(root, wanted)
         if staging is not None:
-            for relative in pending:
-                final = root / relative
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / relative, final)
+            _move_into_place(staging, root, pending)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -119,8 +117,34 @@ def _stale_files(root: Path, files: set[str]) -> list[str]:
     return sorted(stale)
 
 
-def _stage(target: Path, asset: AssetFile) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _move_into_place(staging: Path, root: Path, pending: list[str]) -> None:
+    """Rename staged files into the tree; a staged directory the tree lacks moves in one rename.
+
+    On a first render that turns thousands of mkdir and rename calls into a few.
+    """
+    moved: set[PurePosixPath] = set()
+    for relative in pending:
+        parts = PurePosixPath(relative).parts
+        if any(PurePosixPath(*parts[:depth]) in moved for depth in range(1, len(parts))):
+            continue
+        for depth in range(1, len(parts)):
+            ancestor = PurePosixPath(*parts[:depth])
+            if not (root / ancestor).exists():
+                os.rename(staging / ancestor, root / ancestor)
+                moved.add(ancestor)
+                break
+        else:
+            os.replace(staging / relative, root / relative)
+
+
+def _make_dir(directory: Path, made: set[Path]) -> None:
+    if directory not in made:
+        directory.mkdir(parents=True, exist_ok=True)
+        made.add(directory)
+
+
+def _stage(target: Path, asset: AssetFile, made_dirs: set[Path]) -> None:
+    _make_dir(target.parent, made_dirs)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, asset.mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(asset.data)

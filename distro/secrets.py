@@ -14,7 +14,7 @@ from pathlib import Path
 from .pki import PKI, ControllerIdentity, PKIRequest, load_or_create_pki
 from .plan import Plan
 from .tokens import BootstrapToken, generate_token, read_token, write_token
-from .wireguard import WireGuardKey, generate_key, read_key, write_key
+from .wireguard import WireGuardKey, generate_key, read_key, write_keys
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,10 @@ def load_or_create_secrets(assets_dir: Path, plan: Plan, now: datetime | None = 
     pki = load_or_create_pki(assets_dir / "pki", pki_request(plan), now=now)
 
     created = list(pki.created)
-    for name, key in wireguard.items():
-        if key is None:
-            key = generate_key()
-            write_key(wireguard_dir, name, key)
-            wireguard[name] = key
-            created += [f"wireguard/{name}.key", f"wireguard/{name}.pub"]
+    new_keys = {name: generate_key() for name, key in wireguard.items() if key is None}
+    write_keys(wireguard_dir, new_keys)
+    wireguard.update(new_keys)
+    created += [f"wireguard/{name}.{suffix}" for name in new_keys for suffix in ("key", "pub")]
     if token is None:
         token = generate_token()
         write_token(token_path, token)

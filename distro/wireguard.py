@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .errors import SecretsError
-from .fsutil import write_new_file
+from .fsutil import write_new_files
 
 _RAW = serialization.Encoding.Raw
 
@@ -58,6 +58,12 @@ def read_key(directory: Path, node: str) -> WireGuardKey | None:
     return WireGuardKey(private_text, public)
 
 
-def write_key(directory: Path, node: str, key: WireGuardKey) -> None:
-    write_new_file(directory / f"{node}.key", (key.private_key + "\n").encode(), 0o600)
-    write_new_file(directory / f"{node}.pub", (key.public_key + "\n").encode(), 0o644)
+def write_keys(directory: Path, keys: dict[str, WireGuardKey]) -> None:
+    write_new_files(
+        entry
+        for node, key in keys.items()
+        for entry in (
+            (directory / f"{node}.key", (key.private_key + "\n").encode(), 0o600),
+            (directory / f"{node}.pub", (key.public_key + "\n").encode(), 0o644),
+        )
+    )

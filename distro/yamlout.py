@@ -7,7 +7,12 @@ from typing import Any, Iterable
 import yaml
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's emitter when PyYAML was built with it: the lock file of a large
+# cluster is tens of thousands of nodes, and the pure-Python emitter is slow.
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
     """Block style, insertion order kept, multi-line strings as literal blocks."""
 
 

@@ -46,8 +46,8 @@ def format_location(loc: Location) -> str:
     return out
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver: dates in a cluster file stay strings."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's parser where available) without the timestamp resolver: dates stay strings."""
 
 
 _Loader.yaml_implicit_resolvers = {
