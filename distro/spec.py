@@ -93,6 +93,12 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value)
 
 
+def _base_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"{value!r} is not an http(s) URL such as {release.SYSEXT_BASE_URL!r}")
+    return value.rstrip("/")
+
+
 def _kubernetes_version(value: str) -> str:
     match = _SEMVER3.fullmatch(value)
     if not match or match.group(1) != "1":
@@ -197,6 +203,11 @@ class OS(StrictModel):
     )
     channel: Literal["stable", "beta", "alpha", "lts"] = Field(release.FLATCAR_CHANNEL, description="Flatcar release channel.")
     version: OSVersion = Field(release.FLATCAR_VERSION, description="OS release, or 'current'.")
+    sysext_base_url: Annotated[str, AfterValidator(_base_url)] = Field(
+        release.SYSEXT_BASE_URL, alias="sysextBaseURL",
+        description="Flatcar only: where the kubernetes and etcd systemd-sysext images are downloaded from "
+        "(an http(s) mirror for air-gapped sites).",
+    )
 
 
 class SSH(StrictModel):

@@ -13,6 +13,7 @@ from stellwerk.plan import NodePlan
 from .cloudinit import render_cloud_config
 from .context import RenderContext
 from .controller import controller_config
+from .flatcar import sysext_config
 from .host import host_config
 from .merge import merge
 from .model import Config, dumps
@@ -28,6 +29,8 @@ class RenderedNode:
 
 def node_config(context: RenderContext, node: NodePlan) -> Config:
     parts = [host_config(context, node)]
+    if context.plan.spec.os.family == "flatcar":
+        parts.append(sysext_config(context.plan, node))
     if node.is_controller:
         parts.append(controller_config(context, node))
     for loc, item in node.snippets:

@@ -306,3 +306,23 @@ def test_render_without_permission_to_write_is_a_clean_error(tmp_path, run_cli):
     assert result.code == 2
     assert "cannot create the assets directory" in result.err
     assert "Traceback" not in result.err
+
+
+def test_flatcar_nodes_get_kubelet_and_etcd_as_sysext_images(tmp_path, run_cli, example_text):
+    from stellwerk.ignition.model import loads
+
+    text = example_text.replace("    family: lab\n", "    family: flatcar\n    sysextBaseURL: https://mirror.example/sysext/\n")
+    assets = tmp_path / "assets"
+    result = run_cli("render", write_cluster(tmp_path, text), "-o", assets)
+    assert result.code == 0, result.err
+    controller = loads((assets / "nodes/c1/ignition.json").read_bytes())
+    worker = loads((assets / "nodes/w1/ignition.json").read_bytes())
+    sources = {f.path: f.source for f in controller.files if f.source}
+    assert sources["/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw"] == "https://mirror.example/sysext/kubernetes-v1.31.4-x86-64.raw"
+    assert any(path.startswith("/opt/extensions/etcd/etcd-v") for path in sources)
+    assert {(l.path, l.target) for l in controller.links} >= {
+        ("/etc/extensions/kubernetes.raw", "/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw")}
+    # Workers run no etcd, so they do not download it.
+    assert [f.path for f in worker.files if f.source] == ["/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw"]
+    for name in ("c1", "w1"):
+        validate((assets / f"nodes/{name}/ignition.json").read_bytes())
