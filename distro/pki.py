@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import pathlib
 import re
-import secrets
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from typing import TypeVar
 from cryptography import x509 as cx509
 
 from .errors import SecretsError
+from .fsutil import replace_file, write_new_files
 from .x509 import (
     KEY_ALGORITHMS,
     IPAddress,
@@ -562,108 +561,34 @@ def _san_diff(cert: cx509.Certificate, profile: LeafProfile) -> tuple[list[str],
 
 
 def _apply(files: _Files, writes: list[_Write]) -> None:
-    directories: set[pathlib.Path] = set()
-    for write in writes:
-        target = files.root / write.rel
-        try:
-            _make_dirs(target.parent)
+    # New files first: a reissued certificate's old copy lands in retired/
+    # before the certificate itself is replaced.
+    current = None
+    try:
+        write_new_files((files.root / w.rel, w.data, w.mode) for w in writes if not w.replace)
+        for write in writes:
             if write.replace:
-                _replace(target, write.data, write.mode)
-            else:
-                _create(target, write.data, write.mode)
-        except FileExistsError:
-            raise SecretsError(
-                files.label(write.rel),
-                "appeared while stellwerk was writing it (is another stellwerk running on this directory?); "
-                "it was left as it is",
-            ) from None
-        except OSError as e:
-            raise SecretsError(files.label(write.rel), f"cannot be written ({e.strerror})") from None
-        directories.add(target.parent)
-    for directory in directories:
-        _fsync_dir(directory)
+                current = write
+                replace_file(files.root / write.rel, write.data, write.mode)
+    except FileExistsError as exc:
+        raise SecretsError(
+            _label_of(files, exc.filename, current),
+            "appeared while stellwerk was writing it (is another stellwerk running on this directory?); "
+            "it was left as it is",
+        ) from None
+    except OSError as exc:
+        raise SecretsError(_label_of(files, exc.filename, current), f"cannot be written ({exc.strerror})") from None
 
 
-def _make_dirs(path: pathlib.Path) -> None:
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
+def _label_of(files: _Files, filename: str | None, current: _Write | None) -> str:
+    if current is not None:
+        return files.label(current.rel)
+    if filename:
         try:
-            directory.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
-
-
-def _create(target: pathlib.Path, data: bytes, mode: int) -> None:
-    """Write a new file atomically; fails with FileExistsError rather than clobber."""
-    temp = _write_temp(target, data, mode)
-    try:
-        # link() refuses an existing target, which rename() would silently replace.
-        os.link(temp, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        _create_without_link(target, data, mode)
-    finally:
-        os.unlink(temp)
-
-
-def _create_without_link(target: pathlib.Path, data: bytes, mode: int) -> None:
-    # For filesystems without hard links: O_EXCL still never clobbers; an
-    # interrupted write leaves a truncated PEM, which the next run reports.
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
-    try:
-        os.fchmod(fd, mode)
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _replace(target: pathlib.Path, data: bytes, mode: int) -> None:
-    temp = _write_temp(target, data, mode)
-    try:
-        os.replace(temp, target)
-    except OSError:
-        os.unlink(temp)
-        raise
-
-
-def _write_temp(target: pathlib.Path, data: bytes, mode: int) -> pathlib.Path:
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # Created 0600 and widened afterwards, so key bytes are never readable by others.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
-    try:
-        os.fchmod(fd, mode)
-        _write_all(fd, data)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp)
-        raise
-    os.close(fd)
-    return temp
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.fsync(fd)
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every filesystem supports syncing a directory; durability is best effort
-    finally:
-        os.close(fd)
+            return files.label(str(pathlib.Path(filename).relative_to(files.root)))
+        except ValueError:
+            pass
+    return files.root.name
 
 
 # --- small helpers -----------------------------------------------------------------
