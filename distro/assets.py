@@ -3,13 +3,17 @@
 Files whose bytes and mode are already on disk are left alone (same mtime, no
 write). Changed files are staged in a temporary directory inside the assets
 directory and renamed into place only once every file has been rendered, so a
-failure midway leaves the previous assets intact. Files of a
-node or component that is gone from the cluster file are removed, and the
-report says so. The secret trees (pki/, wireguard/) are never touched here.
+failure midway leaves the previous assets intact.
+
+The writer records what it wrote in `.stellwerk-assets.json`. A file that the
+previous render wrote and this one does not (the config of a removed node) is
+removed and reported; nothing the writer did not write itself is ever removed.
+The secret trees (pki/, wireguard/) are never touched here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -18,14 +22,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-# Trees whose whole content is derived from the cluster file.
-DERIVED_TREES = ("nodes", "manifests", "netboot")
+from .errors import Problem, UserError
+from .fsutil import make_dirs
+
+RECORD = ".stellwerk-assets.json"
 SECRET_TREES = ("pki", "wireguard")
 
 
 @dataclass(frozen=True)
 class AssetFile:
-    data: bytes
+    data: bytes = field(repr=False)
     mode: int = 0o644
 
 
@@ -41,7 +47,34 @@ class WriteReport:
         return bool(self.created or self.updated or self.removed)
 
 
-def write_assets(root: Path, files: Iterable[tuple[str, AssetFile]]) -> WriteReport:
+def claim_assets_dir(root: Path, cluster: str) -> None:
+    """Make sure `root` is this cluster's assets directory, or empty; create it.
+
+    Rendering into another cluster's directory would reuse its CA and replace
+    its node configs; rendering into a directory of unrelated files could
+    clobber them. Both are refused before anything is written.
+    """
+    try:
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise UserError(Problem(str(root), None, "", "is not a directory; choose another with -o"))
+        if root.is_dir() and any(root.iterdir()):
+            owner = _recorded_cluster(root)
+            if owner is None:
+                raise UserError(Problem(str(root), None, "",
+                                        "is not empty and holds no Stellwerk assets; choose an empty or new directory with -o"))
+            if owner != cluster:
+                raise UserError(Problem(str(root), None, "",
+                                        f"holds the assets of cluster {owner!r}; render {cluster!r} into its own directory with -o"))
+        make_dirs(root)
+        if _read_record(root) is None:
+            # Claimed before the secrets stage writes anything, so a render that
+            # fails midway still leaves a directory the next render recognizes.
+            _write_record(root, cluster, [])
+    except OSError as exc:
+        raise UserError(Problem(str(root), None, "", f"cannot create the assets directory: {exc.strerror}; choose another with -o")) from None
+
+
+def write_assets(root: Path, cluster: str, files: Iterable[tuple[str, AssetFile]]) -> WriteReport:
     """Write derived files as they come, holding at most one in memory.
 
     `files` may be a generator: each file is compared with the disk and, if it
@@ -49,18 +82,19 @@ def write_assets(root: Path, files: Iterable[tuple[str, AssetFile]]) -> WriteRep
     into place and stale files removed, so an error while rendering leaves the
     previous assets as they were.
     """
-    root.mkdir(parents=True, exist_ok=True)
     report = WriteReport()
-    wanted: set[str] = set()
+    wanted: list[str] = []
+    seen: set[str] = set()
     pending: list[str] = []
     made_dirs: set[Path] = set()
     staging: Path | None = None
     try:
         for relative, asset in files:
-            _check_relative(relative)
-            if relative in wanted:
+            _check_relative(root, relative)
+            if relative in seen:
                 raise ValueError(f"asset path {relative!r} was rendered twice")
-            wanted.add(relative)
+            seen.add(relative)
+            wanted.append(relative)
             state = _compare(root / relative, asset)
             if state == "same":
                 report.unchanged += 1
@@ -70,27 +104,83 @@ def write_assets(root: Path, files: Iterable[tuple[str, AssetFile]]) -> WriteRep
                 staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
             _stage(staging / relative, asset, made_dirs)
             pending.append(relative)
-        stale = _stale_files(root, wanted)
+        stale = sorted(set(_recorded_files(root)) - seen)
         if staging is not None:
             _move_into_place(staging, root, pending)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     for relative in stale:
-        (root / relative).unlink()
+        path = root / relative
+        # Only regular files this writer wrote; never follow a link out of the tree.
+        if not _inside(root, relative) or not path.is_file() or path.is_symlink():
+            continue
+        path.unlink()
         report.removed.append(relative)
+        _remove_empty_parents(root, path.parent)
+    _write_record(root, cluster, wanted)
     report.created.sort()
     report.updated.sort()
-    _remove_empty_dirs(root)
     return report
 
 
-def _check_relative(relative: str) -> None:
+def _recorded_cluster(root: Path) -> str | None:
+    record = _read_record(root)
+    if record is not None:
+        return record.get("cluster")
+    try:  # assets written before the record existed
+        import yaml
+
+        lock = yaml.safe_load((root / "cluster.lock.yaml").read_text())
+        return lock["metadata"]["name"]
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
+
+
+def _recorded_files(root: Path) -> list[str]:
+    record = _read_record(root) or {}
+    files = record.get("files", [])
+    return [f for f in files if isinstance(f, str)]
+
+
+def _read_record(root: Path) -> dict | None:
+    try:
+        record = json.loads((root / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write_record(root: Path, cluster: str, files: list[str]) -> None:
+    data = (json.dumps({"cluster": cluster, "files": sorted(files)}, indent=1) + "\n").encode()
+    path = root / RECORD
+    if path.exists() and path.read_bytes() == data:
+        return
+    temp = root / f"{RECORD}.tmp"
+    temp.write_bytes(data)
+    os.chmod(temp, 0o644)
+    os.replace(temp, path)
+
+
+def _check_relative(root: Path, relative: str) -> None:
     path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts or not path.parts:
+    if path.is_absolute() or ".." in path.parts or not path.parts or relative == RECORD:
         raise ValueError(f"asset path {relative!r} must be relative and inside the assets directory")
     if path.parts[0] in SECRET_TREES:
         raise ValueError(f"asset path {relative!r} is in a secrets tree, which only the secrets stage writes")
+    if not _inside(root, relative):
+        raise UserError(Problem(str(root / path.parts[0]), None, "",
+                                "is a symbolic link; the assets directory must hold its files itself"))
+
+
+def _inside(root: Path, relative: str) -> bool:
+    """True when no existing directory on the way to `relative` is a symbolic link."""
+    current = root
+    for part in PurePosixPath(relative).parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            return False
+    return True
 
 
 def _compare(path: Path, wanted: AssetFile) -> str:
@@ -101,20 +191,6 @@ def _compare(path: Path, wanted: AssetFile) -> str:
     if not stat.S_ISREG(info.st_mode) or info.st_size != len(wanted.data) or stat.S_IMODE(info.st_mode) != wanted.mode:
         return "different"
     return "same" if path.read_bytes() == wanted.data else "different"
-
-
-def _stale_files(root: Path, files: set[str]) -> list[str]:
-    stale: list[str] = []
-    for tree in DERIVED_TREES:
-        base = root / tree
-        if not base.is_dir():
-            continue
-        for directory, _, names in os.walk(base):
-            for name in names:
-                relative = os.path.relpath(os.path.join(directory, name), root)
-                if relative not in files and not name.startswith(".staging-"):
-                    stale.append(relative)
-    return sorted(stale)
 
 
 def _move_into_place(staging: Path, root: Path, pending: list[str]) -> None:
@@ -139,23 +215,19 @@ def _move_into_place(staging: Path, root: Path, pending: list[str]) -> None:
 
 def _make_dir(directory: Path, made: set[Path]) -> None:
     if directory not in made:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)  # 0755 whatever the umask: node configs must not be replaceable by others
         made.add(directory)
 
 
 def _stage(target: Path, asset: AssetFile, made_dirs: set[Path]) -> None:
     _make_dir(target.parent, made_dirs)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, asset.mode)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), asset.mode)
         handle.write(asset.data)
-    os.chmod(target, asset.mode)  # the umask may have narrowed the mode
 
 
-def _remove_empty_dirs(root: Path) -> None:
-    for tree in DERIVED_TREES:
-        base = root / tree
-        if not base.is_dir():
-            continue
-        for directory, _, _ in sorted(os.walk(base), key=lambda entry: -len(entry[0])):
-            if directory != str(base) and not os.listdir(directory):
-                os.rmdir(directory)
+def _remove_empty_parents(root: Path, directory: Path) -> None:
+    while directory != root and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+        directory = directory.parent

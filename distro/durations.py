@@ -8,6 +8,7 @@ from datetime import timedelta
 _PART = re.compile(r"(\d+)(h|m|s)")
 _WHOLE = re.compile(r"(?:\d+[hms])+")
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+MAX_SECONDS = 100 * 365 * 24 * 3600
 
 
 def parse_duration(text: str) -> timedelta:
@@ -17,6 +18,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(int(value) * _UNIT_SECONDS[unit] for value, unit in _PART.findall(text))
     if seconds <= 0:
         raise ValueError("a duration must be longer than zero")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{text!r} is longer than 100 years ({MAX_SECONDS // 3600}h); X.509 dates end in 9999")
     return timedelta(seconds=seconds)
 
 

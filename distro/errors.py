@@ -21,7 +21,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        # One problem, one line: keys and values from the file may hold line breaks.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class UserError(Exception):

@@ -274,8 +274,11 @@ def _apiserver_profile(request: PKIRequest) -> LeafProfile:
         "kubernetes.default",
         "kubernetes.default.svc",
         f"kubernetes.default.svc.{request.cluster_domain}",
+        # The controller-manager, the scheduler and the admin.conf on a controller
+        # talk to their local apiserver over loopback.
+        "localhost",
     ]
-    ips: list[IPAddress] = [request.api_service_ip]
+    ips: list[IPAddress] = [request.api_service_ip, ipaddress.IPv4Address("127.0.0.1")]
     endpoint = _as_ip(request.api_endpoint)
     if endpoint is None:
         dns.append(request.api_endpoint)

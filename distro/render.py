@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import __version__, release
-from .assets import AssetFile, WriteReport, write_assets
+from .assets import AssetFile, WriteReport, claim_assets_dir, write_assets
 from .bootstrap import bootstrap_objects
 from .errors import Problem, UserError
 from .kubeconfig import kubeconfig
@@ -38,13 +38,15 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     loaded = load_cluster(cluster_file)
     plan = make_plan(loaded.cluster, cluster_file.parent)
     assets_dir = output if output is not None else default_assets_dir(plan)
-    try:
-        assets_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(Problem(str(assets_dir), None, "", f"cannot create the assets directory: {exc.strerror}; choose another with -o")) from None
+    claim_assets_dir(assets_dir, plan.name)
     secrets = load_or_create_secrets(assets_dir, plan, now=now)
 
-    report = write_assets(assets_dir, _derived_files(plan, secrets, progress))
+    from .ignition.nodeconfig import NodeConfigError
+
+    try:
+        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, progress))
+    except NodeConfigError as exc:
+        raise UserError(Problem(str(cluster_file), None, "spec.snippets", str(exc))) from None
     return RenderResult(assets_dir=assets_dir, plan=plan, secrets=secrets, report=report)
 
 
@@ -53,7 +55,8 @@ def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None) -> I
     from .ignition.context import RenderContext
     from .ignition.nodeconfig import render_node
 
-    yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode())
+    # 0600: the lock repeats inline snippets, which may hold credentials.
+    yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from _manifest_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
     context = RenderContext(plan, secrets)

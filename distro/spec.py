@@ -94,8 +94,9 @@ def _duration(value: Any) -> timedelta:
 
 
 def _base_url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise ValueError(f"{value!r} is not an http(s) URL such as {release.SYSEXT_BASE_URL!r}")
+    # https only: the images carry root-run binaries, and plain http lets anyone on the path swap them.
+    if not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"{value!r} is not an https URL such as {release.SYSEXT_BASE_URL!r}")
     return value.rstrip("/")
 
 
@@ -206,7 +207,7 @@ class OS(StrictModel):
     sysext_base_url: Annotated[str, AfterValidator(_base_url)] = Field(
         release.SYSEXT_BASE_URL, alias="sysextBaseURL",
         description="Flatcar only: where the kubernetes and etcd systemd-sysext images are downloaded from "
-        "(an http(s) mirror for air-gapped sites).",
+        "(an https mirror for air-gapped sites).",
     )
 
 

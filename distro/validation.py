@@ -24,6 +24,8 @@ _KUBELET_ALLOWED_LABELS = {
     "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
 }
 _KUBELET_ALLOWED_PREFIXES = ("kubelet.kubernetes.io/", "node.kubernetes.io/")
+# kube-controller-manager's default --node-cidr-mask-size: each node gets a /24 of the pod network.
+NODE_POD_PREFIX = 24
 
 
 def check_cluster(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[Problem]:
@@ -110,6 +112,18 @@ def _networks(cluster: Cluster) -> Iterator[tuple[Location, str]]:
         for other_loc, other_name, other in named[:index]:
             if net.overlaps(other):
                 yield loc, f"{name} {net} overlaps {other_name} {other}; the networks must be disjoint"
+    if spec.kubernetes.service_cidr.prefixlen < 12:
+        yield ("spec", "kubernetes", "serviceCIDR"), (
+            f"/{spec.kubernetes.service_cidr.prefixlen} is larger than kube-apiserver accepts; use /12 or smaller")
+    pod_prefix = spec.kubernetes.pod_cidr.prefixlen
+    node_count = len(spec.controllers) + sum(len(pool.nodes) for pool in spec.worker_pools)
+    if pod_prefix > NODE_POD_PREFIX:
+        yield ("spec", "kubernetes", "podCIDR"), (
+            f"/{pod_prefix} is smaller than one node's pod range (/{NODE_POD_PREFIX}); use /{NODE_POD_PREFIX} or larger")
+    elif 2 ** (NODE_POD_PREFIX - pod_prefix) < node_count:
+        yield ("spec", "kubernetes", "podCIDR"), (
+            f"/{pod_prefix} holds {2 ** (NODE_POD_PREFIX - pod_prefix)} per-node /{NODE_POD_PREFIX} pod ranges "
+            f"but the cluster has {node_count} nodes; use a larger podCIDR")
     if spec.kubernetes.service_cidr.num_addresses < 16:
         yield ("spec", "kubernetes", "serviceCIDR"), "needs at least 16 addresses (the 10th is the cluster DNS); use /28 or larger"
     if spec.wireguard.enabled and spec.wireguard.network.prefixlen > spec.network.node_cidr.prefixlen:

@@ -11,7 +11,7 @@ from stellwerk.plan import NodePlan, Plan
 
 from . import kubernetes as k8s
 from .context import RenderContext
-from .model import Config, File, Unit, User
+from .model import Config, Dropin, File, Unit, User
 from .templating import render_template
 
 NETWORK_DIR = "/etc/systemd/network"
@@ -48,8 +48,9 @@ def host_config(context: RenderContext, node: NodePlan) -> Config:
     units = [
         Unit(name="systemd-networkd.service", enabled=True),
         Unit(name="systemd-timesyncd.service", enabled=True),
-        Unit(name="kubelet.service", enabled=True,
-             contents=render_template("kubelet.service.j2", flags=k8s.kubelet_flags(plan, node))),
+        Unit(name="kubelet.service", enabled=True, contents=render_template("kubelet.service.j2"),
+             dropins=(Dropin(name="20-stellwerk.conf",
+                             contents=render_template("kubelet-command.conf.j2", flags=k8s.kubelet_flags(plan, node))),)),
     ]
     if plan.spec.wireguard.enabled:
         files += _wireguard_files(context, node)

@@ -18,7 +18,7 @@ import binascii
 import gzip
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
@@ -71,15 +71,16 @@ class File:
     """A regular file. `contents` becomes a data: URL; `source` is any URL used as-is."""
 
     path: str
-    contents: bytes | None = None
-    source: str | None = None
+    # Contents are often private keys: keep them out of reprs, tracebacks and test diffs.
+    contents: bytes | None = field(default=None, repr=False)
+    source: str | None = field(default=None, repr=False)
     mode: int | None = 0o644
     user: Owner = None
     group: Owner = None
     overwrite: bool | None = True
     verification: str | None = None
     compression: str | None = None
-    append: tuple[bytes, ...] = ()
+    append: tuple[bytes, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         _check_path(self.path, "file")

@@ -6,16 +6,16 @@ with Ignition's own merge rules, so a snippet can replace any file Stellwerk wri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stellwerk.plan import NodePlan
 
-from .cloudinit import render_cloud_config
+from .cloudinit import UnsupportedByCloudInit, render_cloud_config
 from .context import RenderContext
 from .controller import controller_config
 from .flatcar import sysext_config
 from .host import host_config
-from .merge import merge
+from .merge import MergeConflict, merge
 from .model import Config, dumps
 
 
@@ -23,8 +23,8 @@ from .model import Config, dumps
 class RenderedNode:
     name: str
     file_name: str  # ignition.json or cloud-config.yaml
-    data: bytes
-    config: Config
+    data: bytes = field(repr=False)
+    config: Config = field(repr=False)
 
 
 def node_config(context: RenderContext, node: NodePlan) -> Config:
@@ -38,8 +38,22 @@ def node_config(context: RenderContext, node: NodePlan) -> Config:
     return merge(*parts)
 
 
+class NodeConfigError(Exception):
+    """A node whose snippets cannot be combined with its config, or expressed for its OS."""
+
+    def __init__(self, node: str, message: str):
+        self.node = node
+        self.message = message
+        super().__init__(f"node {node}: {message}")
+
+
 def render_node(context: RenderContext, node: NodePlan) -> RenderedNode:
-    config = node_config(context, node)
-    if context.plan.spec.os.family == "debian":
-        return RenderedNode(node.name, "cloud-config.yaml", render_cloud_config(config, node.name), config)
+    try:
+        config = node_config(context, node)
+        if context.plan.spec.os.family == "debian":
+            return RenderedNode(node.name, "cloud-config.yaml", render_cloud_config(config, node.name), config)
+    except MergeConflict as exc:
+        raise NodeConfigError(node.name, f"{exc}; change the snippet that writes this path") from None
+    except UnsupportedByCloudInit as exc:
+        raise NodeConfigError(node.name, f"os.family debian uses cloud-init, which cannot do this: {exc}") from None
     return RenderedNode(node.name, "ignition.json", dumps(config), config)

@@ -48,7 +48,7 @@ def test_assets_layout_and_modes(rendered):
     for path, (_, mode, _) in files.items():
         if path.endswith(".key") or path in ("auth/admin.conf", "auth/bootstrap-token") or path.startswith("nodes/"):
             assert mode == 0o600, path
-        elif not path.startswith("manifests/bootstrap/00-secret"):
+        elif not path.startswith("manifests/bootstrap/00-secret") and path != "cluster.lock.yaml":
             assert mode == 0o644, path
     token = files["auth/bootstrap-token"][0].decode().strip()
     assert len(token) == 23 and token[6] == "." and token.replace(".", "").isalnum() and token.islower()
@@ -123,7 +123,8 @@ def test_real_ignition_applies_the_worker_config(rendered, tmp_path):
     assert sorted(p.name for p in pki.iterdir()) == ["ca.crt"]
     assert not (root / "etc/kubernetes/manifests").exists()
     assert not (root / "etc/systemd/system/etcd.service").exists()
-    kubelet = (root / "etc/systemd/system/kubelet.service").read_text()
+    kubelet = (root / "etc/systemd/system/kubelet.service.d/20-stellwerk.conf").read_text()
+    assert "ExecStart=\nExecStart=/usr/bin/kubelet" in kubelet
     assert "--node-labels=node.example.com/tier=general,node.stellwerk.dev/pool=general,node.stellwerk.dev/role=worker" in kubelet
     bootstrap = yaml.safe_load((root / "etc/kubernetes/bootstrap-kubelet.conf").read_text())
     assert bootstrap["users"][0]["user"]["token"] == (Path(rendered) / "auth/bootstrap-token").read_text().strip()
@@ -168,6 +169,19 @@ def _scratch_uid(root: Path, user: str) -> int:
         if fields[0] == user:
             return int(fields[2])
     raise AssertionError(f"{user} not in scratch passwd")
+
+
+def test_local_control_plane_clients_can_verify_the_apiserver_over_loopback(rendered):
+    openssl = require_tool("openssl")
+    pki = rendered / "pki"
+    for check in (["-verify_ip", "127.0.0.1"], ["-verify_hostname", "localhost"], ["-verify_ip", "10.213.0.12"],
+                  ["-verify_hostname", "api.lab.example"], ["-verify_ip", "10.3.0.1"]):
+        result = subprocess.run([openssl, "verify", "-CAfile", str(pki / "ca.crt"), *check, str(pki / "apiserver.crt")],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, (check, result.stdout, result.stderr)
+    wrong = subprocess.run([openssl, "verify", "-CAfile", str(pki / "ca.crt"), "-verify_ip", "10.213.0.21",
+                            str(pki / "apiserver.crt")], capture_output=True, text=True)
+    assert wrong.returncode != 0
 
 
 def test_openssl_verifies_every_chain_in_the_assets(rendered):
@@ -325,3 +339,61 @@ def test_flatcar_nodes_get_kubelet_and_etcd_as_sysext_images(tmp_path, run_cli, 
     assert [f.path for f in worker.files if f.source] == ["/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw"]
     for name in ("c1", "w1"):
         validate((assets / f"nodes/{name}/ignition.json").read_bytes())
+
+
+def test_snippet_that_conflicts_with_stellwerks_files_is_a_located_error(tmp_path, run_cli, example_text):
+    text = example_text.replace("    nodes: {}\n", "    nodes:\n      w1:\n        - storage: {directories: [{path: /etc/hostname}]}\n")
+    cluster = write_cluster(tmp_path, text)
+    assert run_cli("validate", cluster).code == 0
+    result = run_cli("render", cluster, "-o", tmp_path / "assets")
+    assert result.code == 2
+    assert result.err.startswith(f"{cluster}: spec.snippets: node w1: ")
+    assert "/etc/hostname" in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "assets/nodes").exists()
+
+
+def test_assets_directory_safety(tmp_path, run_cli, example_text):
+    # A directory of unrelated files is never rendered into.
+    foreign = tmp_path / "foreign"
+    (foreign / "manifests/app").mkdir(parents=True)
+    (foreign / "manifests/app/deploy.yaml").write_text("mine\n")
+    result = run_cli("render", EXAMPLE, "-o", foreign)
+    assert result.code == 2 and "holds no Stellwerk assets" in result.err
+    assert sorted(p.name for p in foreign.rglob("*")) == ["app", "deploy.yaml", "manifests"]
+    # Another cluster's assets are never reused or replaced.
+    assets = tmp_path / "assets"
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    other = write_cluster(tmp_path, example_text.replace("  name: lab\n", "  name: other\n"))
+    result = run_cli("render", other, "-o", assets)
+    assert result.code == 2 and "holds the assets of cluster 'lab'" in result.err
+    # Files the operator put beside Stellwerk's are never removed.
+    (assets / "manifests/extra").mkdir()
+    (assets / "manifests/extra/keep.yaml").write_text("keep\n")
+    (assets / "nodes/notes.txt").write_text("keep\n")
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    assert (assets / "manifests/extra/keep.yaml").exists() and (assets / "nodes/notes.txt").exists()
+
+
+def test_derived_directories_do_not_follow_the_umask(tmp_path, run_cli):
+    old = os.umask(0)
+    try:
+        assert run_cli("render", EXAMPLE, "-o", tmp_path / "assets").code == 0
+    finally:
+        os.umask(old)
+    for directory in [tmp_path / "assets", *(p for p in (tmp_path / "assets").rglob("*") if p.is_dir())]:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+
+
+def test_a_symlinked_derived_tree_is_refused(tmp_path, run_cli):
+    assets = tmp_path / "assets"
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "vmlinuz").write_text("kernel\n")
+    import shutil
+
+    shutil.rmtree(assets / "manifests")
+    (assets / "manifests").symlink_to(elsewhere)
+    result = run_cli("render", EXAMPLE, "-o", assets)
+    assert result.code == 2 and "is a symbolic link" in result.err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["vmlinuz"]

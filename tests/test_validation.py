@@ -77,6 +77,14 @@ def test_unknown_key_and_missing_field_both_reported(run_cli, tmp_path):
          "spec.os.family: 'coreos' is not allowed"),
         ("    gateway: 10.213.0.1\n", "    gateway: 10.213.0.1\n    mtu: many\n", "spec.network.mtu: Input should be a valid integer"),
         ("  controllers:\n", "  controllers: {c1: x}\n  xcontrollers:\n", "spec.controllers: must be a list"),
+        ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n    serviceCIDR: 100.64.0.0/10\n",
+         "spec.kubernetes.serviceCIDR: /10 is larger than kube-apiserver accepts"),
+        ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n    podCIDR: 10.2.0.0/25\n",
+         "spec.kubernetes.podCIDR: /25 is smaller than one node's pod range"),
+        ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n    podCIDR: 10.2.0.0/24\n",
+         "holds 1 per-node /24 pod ranges but the cluster has 2 nodes"),
+        ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n  pki: {caValidity: 99999999999999h}\n",
+         "spec.pki.caValidity: '99999999999999h' is longer than 100 years"),
     ],
 )
 def test_field_errors_are_located(run_cli, tmp_path, old, new, expected):
