@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .errors import SecretsError
 from .pki import PKI, ControllerIdentity, PKIRequest, load_or_create_pki
 from .plan import Plan
 from .tokens import BootstrapToken, generate_token, read_token, write_token
@@ -54,13 +55,19 @@ def load_or_create_secrets(assets_dir: Path, plan: Plan, now: datetime | None = 
 
     created = list(pki.created)
     new_keys = {name: generate_key() for name, key in wireguard.items() if key is None}
-    write_keys(wireguard_dir, new_keys)
-    wireguard.update(new_keys)
-    created += [f"wireguard/{name}.{suffix}" for name in new_keys for suffix in ("key", "pub")]
-    if token is None:
-        token = generate_token()
-        write_token(token_path, token)
-        created.append("auth/bootstrap-token")
+    try:
+        write_keys(wireguard_dir, new_keys)
+        wireguard.update(new_keys)
+        created += [f"wireguard/{name}.{suffix}" for name in new_keys for suffix in ("key", "pub")]
+        if token is None:
+            token = generate_token()
+            write_token(token_path, token)
+            created.append("auth/bootstrap-token")
+    except FileExistsError as exc:
+        raise SecretsError(str(exc.filename), "appeared while stellwerk was writing it (is another stellwerk running "
+                           "on this directory?); it was left as it is") from None
+    except OSError as exc:
+        raise SecretsError(str(exc.filename or assets_dir), f"cannot be written ({exc.strerror})") from None
     return Secrets(
         pki=pki,
         wireguard={name: key for name, key in wireguard.items() if key is not None},

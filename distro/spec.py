@@ -52,6 +52,12 @@ def _endpoint(value: str) -> str:
     return value
 
 
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a DNS domain (lower-case, dot-separated labels) such as cluster.local")
+    return value
+
+
 def _mac(value: str) -> str:
     text = value.strip().lower()
     if not _MAC.fullmatch(text):
@@ -176,7 +182,8 @@ class StrictModel(BaseModel):
         extra="forbid",
         frozen=True,
         alias_generator=to_camel,
-        populate_by_name=True,
+        # Only the documented camelCase keys: snake_case spellings would pass here but fail the JSON Schema.
+        populate_by_name=False,
         strict=False,
         str_strip_whitespace=True,
     )
@@ -194,7 +201,7 @@ class Kubernetes(StrictModel):
         ipaddress.IPv4Network("10.3.0.0/16"), alias="serviceCIDR",
         description="Service network; its first address is the kubernetes service, its tenth the cluster DNS.",
     )
-    cluster_domain: Annotated[str, AfterValidator(_endpoint)] = Field("cluster.local", description="Cluster DNS domain.")
+    cluster_domain: Annotated[str, AfterValidator(_dns_subdomain)] = Field("cluster.local", description="Cluster DNS domain.")
 
 
 class OS(StrictModel):
@@ -219,8 +226,8 @@ class PKIOptions(StrictModel):
     key_algorithm: Literal["ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096"] = Field(
         "ecdsa-p256", description="Algorithm for every private key of the cluster PKI."
     )
-    ca_validity: Duration = Field(timedelta(hours=87600), description="Lifetime of the CAs (default 10 years).")
-    cert_validity: Duration = Field(timedelta(hours=8760), description="Lifetime of leaf certificates (default 1 year).")
+    ca_validity: Duration = Field("87600h", validate_default=True, description="Lifetime of the CAs (default 10 years).")
+    cert_validity: Duration = Field("8760h", validate_default=True, description="Lifetime of leaf certificates (default 1 year).")
 
 
 class WireGuard(StrictModel):

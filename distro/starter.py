@@ -19,8 +19,8 @@ _PLATFORMS = {
 def starter_cluster_file(platform: str, directory_name: str) -> str:
     options = _PLATFORMS[platform]
     name = re.sub(r"[^a-z0-9-]+", "-", directory_name.lower()).strip("-")[:63] or "cluster"
-    controllers = [_node(f"c{i}", 0x10 + i) for i in range(1, options["controllers"] + 1)]
-    workers = [_node(f"w{i}", 0x20 + i) for i in range(1, options["workers"] + 1)]
+    controllers = [_node(f"c{i}", 10 + i) for i in range(1, options["controllers"] + 1)]
+    workers = [_node(f"w{i}", 20 + i) for i in range(1, options["workers"] + 1)]
     environment = jinja2.Environment(loader=jinja2.PackageLoader("stellwerk", "templates"),
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.get_template("cluster.yaml.j2").render(
@@ -37,4 +37,5 @@ def starter_cluster_file(platform: str, directory_name: str) -> str:
 
 
 def _node(name: str, octet: int) -> dict[str, str]:
-    return {"name": name, "mac": f"52:54:00:00:00:{octet:02x}", "address": f"10.213.0.{octet}"}
+    # The MAC's last byte spells the address's last octet (c1: ...:11 and 10.213.0.11), for people reading the lab.
+    return {"name": name, "mac": f"52:54:00:00:00:{octet:02d}", "address": f"10.213.0.{octet}"}

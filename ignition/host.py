@@ -19,7 +19,7 @@ WIREGUARD_KEY_FILE = "/etc/wireguard/wg0.key"
 # systemd-networkd reads PrivateKeyFile= as this user, so it owns the 0600 key.
 WIREGUARD_KEY_OWNER = "systemd-network"
 
-KERNEL_MODULES = ("br_netfilter", "overlay", "wireguard")
+KERNEL_MODULES = ("br_netfilter", "overlay")
 SYSCTLS = (
     ("net.ipv4.ip_forward", "1"),
     ("net.bridge.bridge-nf-call-iptables", "1"),
@@ -36,7 +36,7 @@ def host_config(context: RenderContext, node: NodePlan) -> Config:
         File(path="/etc/hostname", contents=f"{node.name}\n".encode(), mode=0o644),
         File(path=f"{NETWORK_DIR}/00-stellwerk-node.network", contents=_node_network(plan, node).encode(), mode=0o644),
         File(path="/etc/modules-load.d/stellwerk-kubernetes.conf",
-             contents="".join(f"{module}\n" for module in KERNEL_MODULES).encode(), mode=0o644),
+             contents="".join(f"{module}\n" for module in _kernel_modules(plan)).encode(), mode=0o644),
         File(path="/etc/sysctl.d/60-stellwerk-kubernetes.conf",
              contents="".join(f"{key} = {value}\n" for key, value in SYSCTLS).encode(), mode=0o644),
         File(path="/etc/systemd/journald.conf.d/60-stellwerk.conf",
@@ -56,6 +56,10 @@ def host_config(context: RenderContext, node: NodePlan) -> Config:
         files += _wireguard_files(context, node)
     users = [User(name="core", ssh_authorized_keys=tuple(plan.spec.ssh.authorized_keys))]
     return Config(files=tuple(files), units=tuple(units), users=tuple(users))
+
+
+def _kernel_modules(plan: Plan) -> tuple[str, ...]:
+    return KERNEL_MODULES + (("wireguard",) if plan.spec.wireguard.enabled else ())
 
 
 def _node_network(plan: Plan, node: NodePlan) -> str:

@@ -50,6 +50,11 @@ def test_example_and_base_are_valid(run_cli, tmp_path):
     assert "1 controllers, 1 workers" in result.out
 
 
+def test_snake_case_spellings_are_unknown_keys(run_cli, tmp_path):
+    found = problems(run_cli, tmp_path, BASE.replace("    apiEndpoint:", "    api_endpoint:"))
+    assert "7: spec.kubernetes.api_endpoint: unknown key 'api_endpoint'; did you mean 'apiEndpoint'?" in found
+
+
 def test_unknown_key_and_missing_field_both_reported(run_cli, tmp_path):
     text = BASE.replace("    apiEndpoint:", "    apiEndpiont:")
     found = problems(run_cli, tmp_path, text)
