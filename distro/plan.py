@@ -7,10 +7,11 @@ and which snippets apply to it, in merge order.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .spec import Cluster, Node, Taint
 from .yamlsource import Location
@@ -35,6 +36,7 @@ class NodePlan:
     labels: tuple[tuple[str, str], ...]
     taints: tuple[Taint, ...]
     snippets: tuple[tuple[Location, object], ...]
+    fragments: tuple[Any, ...] = ()  # NodeFragments from the components, in component order
 
     @property
     def is_controller(self) -> bool:
@@ -77,6 +79,18 @@ class Plan:
         host = f"[{endpoint}]" if ":" in endpoint else endpoint
         return f"https://{host}:6443"
 
+    def components(self) -> list[tuple[Any, Any]]:
+        """(component module, its options) for every component the cluster enables, in apply order."""
+        from .components import MODULES
+        from .spec import component_field
+
+        enabled = []
+        for module in MODULES:
+            options = getattr(self.spec.components, component_field(module))
+            if options is not None:
+                enabled.append((module, options))
+        return enabled
+
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
             if node.name == name:
@@ -92,7 +106,26 @@ def make_plan(cluster: Cluster, base_dir: Path) -> Plan:
     for pool in spec.worker_pools:
         for node in pool.nodes:
             nodes.append(_node_plan(cluster, node, "worker", pool.name, pool.labels, tuple(pool.taints)))
-    return Plan(cluster=cluster, base_dir=base_dir, nodes=tuple(nodes))
+    plan = Plan(cluster=cluster, base_dir=base_dir, nodes=tuple(nodes))
+    return _with_fragments(plan)
+
+
+def _with_fragments(plan: Plan) -> Plan:
+    """Ask each enabled component what it needs on each node; its labels join the node's."""
+    components = plan.components()
+    if not components:
+        return plan
+    nodes = []
+    for node in plan.nodes:
+        fragments = tuple(
+            fragment for module, options in components
+            if (fragment := module.node_fragments(plan, options, node)) is not None
+        )
+        labels = dict(node.labels)
+        for fragment in fragments:
+            labels.update(fragment.labels)
+        nodes.append(dataclasses.replace(node, fragments=fragments, labels=tuple(sorted(labels.items()))))
+    return dataclasses.replace(plan, nodes=tuple(nodes))
 
 
 def mesh_address(cluster: Cluster, address: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:

@@ -7,6 +7,8 @@ its file or upgrades Stellwerk on purpose.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 KUBERNETES_VERSION = "1.31.4"
 # Minor releases whose flags and API versions the role templates are written for.
 KUBERNETES_MINORS = (29, 30, 31, 32)
@@ -33,3 +35,54 @@ def control_plane_image(component: str, kubernetes_version: str) -> str:
 
 def sysext_image_name(name: str, version: str) -> str:
     return f"{name}-v{version}-x86-64.raw"
+
+
+@dataclass(frozen=True)
+class UpstreamManifest:
+    """An upstream install manifest, pinned by URL, version and content digest."""
+
+    name: str
+    project: str
+    version: str
+    url: str
+    sha256: str
+    size: int
+
+
+def _raw(repo: str, tag: str, path: str) -> str:
+    return f"https://raw.githubusercontent.com/{repo}/{tag}/{path}"
+
+
+# Digests are of the files as served for the tag; `stellwerk components fetch` refuses anything else.
+UPSTREAM: dict[str, UpstreamManifest] = {
+    manifest.name: manifest
+    for manifest in (
+        UpstreamManifest("metallb-native", "metallb", "v0.16.1",
+                         _raw("metallb/metallb", "v0.16.1", "config/manifests/metallb-native.yaml"),
+                         "bf25feebb7582ca7df845efd52ffbc2960d6cbf4cfc972f47fded9f788b67f0b", 88670),
+        UpstreamManifest("metallb-frr", "metallb", "v0.16.1",
+                         _raw("metallb/metallb", "v0.16.1", "config/manifests/metallb-frr.yaml"),
+                         "2b3574f8a257270117f1ab58c4268c99c56cf3e92f2525e6b88aff0b2208f131", 95579),
+        UpstreamManifest("calico", "calico", "v3.32.1",
+                         _raw("projectcalico/calico", "v3.32.1", "manifests/calico.yaml"),
+                         "a1df919d9721cf667accdc3e72848911b0cb25cfab7d2478ad0c996302c95744", 349572),
+        UpstreamManifest("rook-crds", "rook", "v1.20.6",
+                         _raw("rook/rook", "v1.20.6", "deploy/examples/crds.yaml"),
+                         "7fa7462d44b35d636703a03a88120030692a06a05ac91ec253200cb4ae8c37cf", 965431),
+        UpstreamManifest("rook-common", "rook", "v1.20.6",
+                         _raw("rook/rook", "v1.20.6", "deploy/examples/common.yaml"),
+                         "2d59b3093446dcf7dd69c73ebaef2d41e8cdfd14af564c2e885d49ab8d190457", 28709),
+        UpstreamManifest("rook-csi-operator", "rook", "v1.20.6",
+                         _raw("rook/rook", "v1.20.6", "deploy/examples/csi-operator.yaml"),
+                         "de0bf9160c8370220353d7140a4b60ee6d4b8eda5e260f395fd00cbdc1059ffb", 394233),
+        UpstreamManifest("rook-operator", "rook", "v1.20.6",
+                         _raw("rook/rook", "v1.20.6", "deploy/examples/operator.yaml"),
+                         "c69bb7309b6dfc34a1eeab658a1f9c825c7d156fb26dc1a6a824f6a9735761a4", 12450),
+        UpstreamManifest("openebs-lvm", "openebs/lvm-localpv", "v1.5.0",
+                         _raw("openebs/lvm-localpv", "v1.5.0", "deploy/lvm-operator.yaml"),
+                         "ed41f6e258398120cb8861bd3c8dc748063bbdc983d6c15d06aa34d7b310791d", 85722),
+        UpstreamManifest("openebs-zfs", "openebs/zfs-localpv", "v2.6.2",
+                         _raw("openebs/zfs-localpv", "v2.6.2", "deploy/zfs-operator.yaml"),
+                         "f65c792aca0c3b9a8b0ff757dc18fc24eda127f5c0f91b4be24dbbee0123bac1", 117720),
+    )
+}

@@ -14,6 +14,7 @@ from .bootstrap import bootstrap_objects
 from .errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
+from .manifests import component_objects, object_files
 from .plan import Plan, make_plan
 from .secrets import Secrets, load_or_create_secrets
 from .yamlout import dump_yaml
@@ -58,7 +59,10 @@ def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None) -> I
     # 0600: the lock repeats inline snippets, which may hold credentials.
     yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
-    yield from _manifest_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
+    yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
+    for module, objects in component_objects(plan):
+        # 00 is for the pinned upstream install manifest, which comes first.
+        yield from object_files(module.KEY, objects, first=1).items()
     context = RenderContext(plan, secrets)
     total = len(plan.nodes)
     for index, node in enumerate(plan.nodes, start=1):
@@ -103,14 +107,3 @@ def _admin_kubeconfig(plan: Plan, secrets: Secrets) -> bytes:
         plan.name, plan.api_server_url, secrets.pki.pair("ca").cert_pem, "kubernetes-admin",
         client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem,
     )
-
-
-def _manifest_files(component: str, objects: list[dict[str, Any]]) -> dict[str, AssetFile]:
-    """One object per file, numbered so that applying in name order follows the list order."""
-    files: dict[str, AssetFile] = {}
-    for index, obj in enumerate(objects):
-        name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name'].replace(':', '-')}.yaml"
-        # The bootstrap token Secret is a credential.
-        mode = 0o600 if obj["kind"] == "Secret" else 0o644
-        files[f"manifests/{component}/{name}"] = AssetFile(dump_yaml(obj).encode(), mode)
-    return files

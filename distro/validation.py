@@ -49,6 +49,17 @@ def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     yield from _addresses(cluster)
     yield from _networks(cluster)
     yield from _labels(cluster)
+    yield from _components(cluster)
+
+
+def _components(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    from .components import MODULES
+    from .spec import component_field
+
+    for module in MODULES:
+        options = getattr(cluster.spec.components, component_field(module))
+        if options is not None:
+            yield from module.check(cluster, options)
 
 
 def _quorum(cluster: Cluster) -> Iterator[tuple[Location, str]]:

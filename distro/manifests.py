@@ -1,0 +1,42 @@
+"""Kubernetes objects for manifests/: Stellwerk's own, per component, with the operator's patches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .assets import AssetFile
+from .plan import Plan
+from .yamlout import dump_yaml
+
+
+class ComponentPatchError(Exception):
+    def __init__(self, key: str, index: int, message: str):
+        self.key, self.index, self.message = key, index, message
+        super().__init__(f"components.{key}.patches[{index}]: {message}")
+
+
+def component_objects(plan: Plan) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    """(component module, its objects after patches) for each enabled component."""
+    from .components.patches import PatchError, apply_patches
+
+    for module, options in plan.components():
+        objects = module.manifests(plan, options)
+        try:
+            objects = apply_patches(objects, options.patches)
+        except PatchError as exc:
+            raise ComponentPatchError(module.KEY, exc.index, exc.message) from None
+        yield module, objects
+
+
+def object_files(directory: str, objects: list[dict[str, Any]], first: int = 0) -> dict[str, AssetFile]:
+    """One object per file, numbered from `first` so that applying in name order follows the list order."""
+    files: dict[str, AssetFile] = {}
+    width = max(2, len(str(first + len(objects))))
+    for index, obj in enumerate(objects, start=first):
+        name = obj["metadata"]["name"].replace(":", "-").replace("/", "-")
+        file_name = f"{index:0{width}d}-{obj['kind'].lower()}-{name}.yaml"
+        # Secrets are credentials even in the assets directory.
+        mode = 0o600 if obj["kind"] == "Secret" else 0o644
+        files[f"manifests/{directory}/{file_name}"] = AssetFile(dump_yaml(obj).encode(), mode)
+    return files
