@@ -63,18 +63,62 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+CACHE_OPTION = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Cache of upstream manifests (default $STELLWERK_CACHE_DIR, else ~/.cache/stellwerk).")
+
+
 @cli.command()
 @click.argument("cluster_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Assets directory (default ./assets/<cluster-name>).")
-def render(cluster_file: Path, output: Path | None) -> None:
+@CACHE_OPTION
+def render(cluster_file: Path, output: Path | None, cache_dir: Path | None) -> None:
     """Render CLUSTER_FILE into an assets directory."""
     from .render import render as run_render
     from .summary import print_summary, progress_bar
 
     with progress_bar() as progress:
-        result = run_render(cluster_file, output, progress=progress)
+        result = run_render(cluster_file, output, progress=progress, cache_dir=cache_dir)
     print_summary(result)
+
+
+@cli.group()
+def components() -> None:
+    """Upstream install manifests of the cluster components."""
+
+
+@components.command("fetch")
+@click.argument("cluster_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--all", "everything", is_flag=True, help="Fetch every pinned manifest, not just what CLUSTER_FILE uses.")
+@click.option("--mirror", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Copy from this directory instead of downloading (air-gapped sites).")
+@CACHE_OPTION
+def components_fetch(cluster_file: Path | None, everything: bool, mirror: Path | None, cache_dir: Path | None) -> None:
+    """Download and verify the pinned upstream manifests into the cache."""
+    from .release import UPSTREAM
+    from .summary import download_bar
+    from .upstream import default_cache_dir, fetch
+
+    if cluster_file is None and not everything:
+        raise UserError(Problem("stellwerk components fetch", None, "", "name a cluster file, or pass --all"))
+    if everything:
+        names = list(UPSTREAM)
+    else:
+        from .load import load_cluster
+        from .plan import make_plan
+
+        plan = make_plan(load_cluster(cluster_file).cluster, cluster_file.parent)
+        names = [name for module, options in plan.components() for name in module.upstream(options)]
+    cache = cache_dir or default_cache_dir()
+    with download_bar() as progress:
+        results = fetch([UPSTREAM[name] for name in names], cache, mirror=mirror, progress=progress)
+    for result in results:
+        m = result.manifest
+        click.echo(f"{result.state:<8} {m.name:<20} {m.project} {m.version}  sha256:{m.sha256[:16]}")
+    if not results:
+        click.echo("nothing to fetch: the cluster enables no component with an upstream manifest")
+    click.echo(f"cache: {cache}")
 
 
 @cli.group()

@@ -16,8 +16,8 @@ class ComponentPatchError(Exception):
         super().__init__(f"components.{key}.patches[{index}]: {message}")
 
 
-def component_objects(plan: Plan) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
-    """(component module, its objects after patches) for each enabled component."""
+def component_objects(plan: Plan) -> Iterator[tuple[Any, Any, list[dict[str, Any]]]]:
+    """(component module, its options, its objects after patches) for each enabled component."""
     from .components.patches import PatchError, apply_patches
 
     for module, options in plan.components():
@@ -26,7 +26,7 @@ def component_objects(plan: Plan) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
             objects = apply_patches(objects, options.patches)
         except PatchError as exc:
             raise ComponentPatchError(module.KEY, exc.index, exc.message) from None
-        yield module, objects
+        yield module, options, objects
 
 
 def object_files(directory: str, objects: list[dict[str, Any]], first: int = 0) -> dict[str, AssetFile]:

@@ -14,7 +14,8 @@ from .bootstrap import bootstrap_objects
 from .errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
-from .manifests import component_objects, object_files
+from .manifests import ComponentPatchError, component_objects, object_files
+from .upstream import default_cache_dir, read_cached
 from .plan import Plan, make_plan
 from .secrets import Secrets, load_or_create_secrets
 from .yamlout import dump_yaml
@@ -28,6 +29,7 @@ class RenderResult:
     plan: Plan
     secrets: Secrets
     report: WriteReport
+    notes: tuple[str, ...] = ()
 
 
 def default_assets_dir(plan: Plan) -> Path:
@@ -35,7 +37,7 @@ def default_assets_dir(plan: Plan) -> Path:
 
 
 def render(cluster_file: Path, output: Path | None = None, *, now: datetime | None = None,
-           progress: Progress | None = None) -> RenderResult:
+           progress: Progress | None = None, cache_dir: Path | None = None) -> RenderResult:
     loaded = load_cluster(cluster_file)
     plan = make_plan(loaded.cluster, cluster_file.parent)
     assets_dir = output if output is not None else default_assets_dir(plan)
@@ -44,14 +46,41 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
 
     from .ignition.nodeconfig import NodeConfigError
 
+    notes: list[str] = []
+    upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, notes)
     try:
-        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, progress))
+        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, progress, upstream))
     except NodeConfigError as exc:
         raise UserError(Problem(str(cluster_file), None, "spec.snippets", str(exc))) from None
-    return RenderResult(assets_dir=assets_dir, plan=plan, secrets=secrets, report=report)
+    except ComponentPatchError as exc:
+        loc = ("spec", "components", exc.key, "patches", exc.index)
+        raise UserError(loaded.source.problem(loc, exc.message)) from None
+    return RenderResult(assets_dir=assets_dir, plan=plan, secrets=secrets, report=report, notes=tuple(notes))
 
 
-def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None) -> Iterator[tuple[str, AssetFile]]:
+@dataclass
+class _UpstreamSource:
+    """Cached upstream manifests for render; a missing one becomes a note, not a failure."""
+
+    cache: Path
+    cluster_file: Path
+    notes: list[str]
+
+    def files(self, module: Any, options: Any) -> Iterator[tuple[str, AssetFile]]:
+        for name in module.upstream(options):
+            manifest = release.UPSTREAM[name]
+            data = read_cached(self.cache, manifest)
+            if data is None:
+                self.notes.append(
+                    f"manifests/{module.KEY}: the {manifest.project} {manifest.version} install manifest ({name}) is not "
+                    f"in the cache {self.cache}; run: stellwerk components fetch {self.cluster_file} and render again")
+                continue
+            # Verbatim, so it can be compared with upstream byte for byte.
+            yield f"manifests/{module.KEY}/00-upstream-{name}.yaml", AssetFile(data)
+
+
+def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None,
+                   upstream: _UpstreamSource) -> Iterator[tuple[str, AssetFile]]:
     """Every derived file, one at a time, so a large cluster never sits in memory whole."""
     from .ignition.context import RenderContext
     from .ignition.nodeconfig import render_node
@@ -60,8 +89,9 @@ def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None) -> I
     yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
-    for module, objects in component_objects(plan):
-        # 00 is for the pinned upstream install manifest, which comes first.
+    for module, options, objects in component_objects(plan):
+        yield from upstream.files(module, options)
+        # 00 is for the pinned upstream install manifests, which come first.
         yield from object_files(module.KEY, objects, first=1).items()
     context = RenderContext(plan, secrets)
     total = len(plan.nodes)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TransferSpeedColumn)
 
 from .render import Progress as ProgressCallback
 from .render import RenderResult
@@ -29,6 +30,24 @@ def progress_bar() -> Iterator[ProgressCallback | None]:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
+
+        yield update
+
+
+@contextmanager
+def download_bar() -> Iterator[Callable[[str, int, int | None], None] | None]:
+    """Bytes per download on terminals; nothing in logs."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
 
         yield update
 
@@ -60,6 +79,7 @@ def summary_lines(result: RenderResult) -> list[str]:
     if len(report.updated) > 20:
         lines.append(f"  ~ ... and {len(report.updated) - 20} more")
     lines += [f"  - {path}" for path in report.removed]
+    lines += [f"note: {note}" for note in result.notes]
     return lines
 
 
