@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stellwerk.components.base import fragment_config
 from stellwerk.plan import NodePlan
 
 from .cloudinit import UnsupportedByCloudInit, render_cloud_config
@@ -33,6 +34,7 @@ def node_config(context: RenderContext, node: NodePlan) -> Config:
         parts.append(sysext_config(context.plan, node))
     if node.is_controller:
         parts.append(controller_config(context, node))
+    parts += [fragment_config(fragment) for fragment in node.fragments]
     for loc, item in node.snippets:
         parts.append(context.snippet(loc, item))
     return merge(*parts)
