@@ -163,6 +163,8 @@ class _Converter:
         return self._scalar(node, loc)
 
     def _mapping(self, node: yaml.MappingNode, loc: Location) -> dict[str, Any]:
+        if _merged_size(node, {}, set()) > MAX_VALUES:
+            raise _TooLarge
         try:
             self.loader.flatten_mapping(node)
         except (yaml.YAMLError, TypeError, ValueError) as exc:
@@ -192,6 +194,36 @@ class _Converter:
             return self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.problem(node, loc, str(getattr(exc, "problem", None) or exc).splitlines()[0])
-        except (ValueError, TypeError, OverflowError) as exc:
-            self.problem(node, loc, f"value {node.value!r:.40} cannot be read as {node.tag.rsplit(':', 1)[-1]}: {str(exc).splitlines()[0]}")
+        except Exception as exc:  # PyYAML's constructors raise IndexError, KeyError, AttributeError... on bad tagged scalars
+            kind = node.tag.rsplit(":", 1)[-1]
+            self.problem(node, loc, f"value {str(node.value)[:40]!r} cannot be read as {kind} ({type(exc).__name__}); "
+                                    "remove the tag or fix the value")
         return None
+
+
+def _merged_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """How many key/value pairs a mapping has once its merge keys ('<<') are expanded.
+
+    Merges can reference merges, doubling at every level; PyYAML would build
+    every pair before anything could count them. Memoized per node, so the
+    count itself stays linear in the document.
+    """
+    if not isinstance(node, yaml.MappingNode):
+        return 0
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in active:
+        return 0  # a cycle; the converter reports it
+    active.add(id(node))
+    total = 0
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            total += sum(_merged_size(source, memo, active) for source in sources)
+            if total > MAX_VALUES:
+                break
+        else:
+            total += 1
+    active.discard(id(node))
+    memo[id(node)] = total
+    return total

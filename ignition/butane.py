@@ -69,7 +69,9 @@ class _Checker:
             if key not in allowed:
                 hint = (hints or {}).get(str(key))
                 extra = f"; {hint}" if hint else ""
-                self.problem(_join(path, str(key)), f"unknown key; allowed here: {_names(allowed)}{extra}")
+                # A key that would not survive in a dotted path is named in the message, at its parent.
+                where = _join(path, str(key)) if _PLAIN_KEY.fullmatch(str(key)) else path
+                self.problem(where, f"unknown key {str(key)!r}; allowed here: {_names(allowed)}{extra}")
         return value
 
     def string(self, obj: dict[str, Any], key: str, path: str, required: bool = False) -> str | None:
@@ -140,6 +142,9 @@ class _Checker:
         except (TypeError, ValueError) as exc:
             self.problem(where, str(exc))
             return None
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _join(path: str, key: str) -> str:
