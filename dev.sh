@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 
 # What the main job needs, and what the tests run for real.
 DEMO_PACKAGES=(python3 python3-venv python3-pip)
-TEST_PACKAGES=(ignition policycoreutils openssl wireguard-tools etcd-server etcd-client cloud-init)
+TEST_PACKAGES=(ignition policycoreutils openssl wireguard-tools etcd-server etcd-client cloud-init nftables
+               systemd udev util-linux)
 
 install_packages() {
   local missing=()
