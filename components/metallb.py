@@ -16,16 +16,14 @@ router with that ASN.
 from __future__ import annotations
 
 import base64
-import functools
 import ipaddress
 import re
-import shlex
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import jinja2
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
+from stellwerk.components.templating import render_template
 from stellwerk.components.base import ComponentOptions, NodeFragment
 from stellwerk.ignition.model import Config, File, Unit
 from stellwerk.spectypes import IPv4, DNSLabel, DNSSubdomain, Duration, LabelKey, LabelValue, StrictModel
@@ -501,20 +499,10 @@ def _peer_spec(bgp: BGP, peer: Peer) -> dict[str, Any]:
 # --------------------------------------------------------------------------- node fragments
 
 
-@functools.cache
-def _templates() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("stellwerk.components", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    environment.filters["sh"] = lambda value: shlex.quote(str(value))
-    return environment
 
 
 def _render(template: str, **values: Any) -> str:
-    return _templates().get_template(template).render(**values)
+    return render_template(template, **values)
 
 
 def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment | None:

@@ -12,12 +12,12 @@ import difflib
 import posixpath
 import re
 from collections.abc import Iterator
-from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import jinja2
 from pydantic import AfterValidator, Field
 
+from stellwerk.components.templating import render_template
+from stellwerk.components.unitnames import mount_unit_name
 from stellwerk.components.base import ComponentOptions, NodeFragment
 from stellwerk.ignition.model import Config, Disk, File, Filesystem, Raid, Unit
 from stellwerk.spectypes import DNSLabel, StrictModel
@@ -322,31 +322,5 @@ def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment
     return NodeFragment(component=KEY, kernel_modules=tuple(modules), sysctls=sysctls, udev_rules=rules, config=config)
 
 
-def mount_unit_name(path: str) -> str:
-    """The systemd mount unit for `path`, escaped like `systemd-escape --path --suffix=mount`."""
-    trimmed = posixpath.normpath(path).strip("/")
-    if not trimmed:
-        return "-.mount"
-    escaped = []
-    for index, char in enumerate(trimmed):
-        if char == "/":
-            escaped.append("-")
-        elif (char.isascii() and (char.isalnum() or char in ":_.")) and not (char == "." and index == 0):
-            escaped.append(char)
-        else:
-            escaped.append("".join(f"\\x{byte:02x}" for byte in char.encode()))
-    return "".join(escaped) + ".mount"
-
-
-@cache
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("stellwerk.components", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-
-
 def render(template: str, /, **values: object) -> str:
-    return _templates().get_template(template).render(**values)
+    return render_template(template, **values)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 from collections.abc import Iterator
-from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import jinja2
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
+from stellwerk.components.templating import render_template
+from stellwerk.components.unitnames import device_unit_name, mount_unit_name
 from stellwerk.components.base import ComponentOptions, NodeFragment
 from stellwerk.ignition.model import Config, Directory, File, Filesystem, Unit
 from stellwerk.spectypes import DNSLabel, StrictModel
@@ -262,30 +261,6 @@ def storage_node_names(cluster: Cluster, options: Options) -> list[str]:
     return [node.name for pool in cluster.spec.worker_pools for node in pool.nodes]
 
 
-def systemd_escape_path(path: str) -> str:
-    """`systemd-escape --path`: the unit name stem for a path (mount and device units)."""
-    parts = [part for part in path.split("/") if part and part != "."]
-    if not parts:
-        return "-"
-    out = []
-    for index, char in enumerate("/".join(parts)):
-        if char == "/":
-            out.append("-")
-        elif (char.isascii() and char.isalnum()) or char in ":_" or (char == "." and index > 0):
-            out.append(char)
-        else:
-            out.extend(f"\\x{byte:02x}" for byte in char.encode())
-    return "".join(out)
-
-
-def mount_unit_name(path: str) -> str:
-    return systemd_escape_path(path) + ".mount"
-
-
-def device_unit_name(device: str) -> str:
-    return systemd_escape_path(device) + ".device"
-
-
 def _pool_name(pool: MayastorPool) -> str:
     if pool.name:
         return pool.name
@@ -517,22 +492,10 @@ def _disk_pool(pool: MayastorPool, namespace: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- node fragments
 
 
-@cache
-def _templates() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("stellwerk.components", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    environment.filters["sh"] = shlex.quote
-    return environment
 
 
 def _render(template: str, **values: object) -> str:
-    return _templates().get_template(f"{KEY}-{template}.j2").render(**values)
+    return render_template(f"{KEY}-{template}.j2", trim_blocks=True, **values)
 
 
 def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment | None:

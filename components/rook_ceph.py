@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
-import jinja2
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from stellwerk.components.templating import render_template
 from stellwerk.components.base import ComponentOptions, NodeFragment
 from stellwerk.ignition.model import Config, Disk, Unit
 from stellwerk.spectypes import DNSLabel, DNSSubdomain, StrictModel
@@ -672,18 +671,10 @@ def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment
                         config=Config(units=tuple(units), disks=tuple(disks)))
 
 
-@cache
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("stellwerk.components", "templates"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
 
 
 def _render(template: str, **values: Any) -> str:
-    return _templates().get_template(template).render(**values)
+    return render_template(template, **values)
 
 
 def upstream(options: Options) -> tuple[str, ...]:

@@ -174,7 +174,7 @@ def test_tuning_and_raid_follow_their_node_lists(tmp_path):
 
 
 def test_mount_unit_name_matches_systemd_escape():
-    from stellwerk.components.nvme import mount_unit_name
+    from stellwerk.components.unitnames import mount_unit_name
 
     escape = shutil.which("systemd-escape")
     require(escape is not None, "systemd-escape (Debian package systemd)")

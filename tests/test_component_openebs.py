@@ -179,7 +179,7 @@ def test_hostpath_without_a_disk_on_chosen_nodes(run_cli, tmp_path, scratch):
 
 
 def test_mount_unit_names_match_systemd_escape(tmp_path):
-    from stellwerk.components.openebs import device_unit_name, mount_unit_name
+    from stellwerk.components.unitnames import device_unit_name, mount_unit_name
 
     escape = require_tool("systemd-escape")
     for path in ("/var/mnt/openebs", "/var/lib/open-ebs/x.y", "/var/mnt/.hidden/a_b:c", "/srv/data-1/ä"):
