@@ -75,7 +75,7 @@ class PKIOptions(StrictModel):
 
 class WireGuard(StrictModel):
     enabled: bool = Field(True, description="Build the wg0 mesh between all nodes.")
-    port: int = Field(51821, ge=1, le=65535, description="UDP port of wg0 on every node.")
+    port: int = Field(51871, ge=1, le=65535, description="UDP port of wg0 on every node.")
     network: CIDR = Field(
         ipaddress.IPv4Network("10.250.0.0/24"),
         description="Mesh network; each node's mesh address has the same host part as its node address.",

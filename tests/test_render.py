@@ -158,7 +158,7 @@ def test_wireguard_mesh_files_and_keys(rendered, tmp_path):
     for name, octet in (("c1", 11), ("c3", 13), ("w1", 21)):
         peer = next(p for p in peers if f"# {name}\n" in p)
         assert f"PublicKey={(rendered / f'wireguard/{name}.pub').read_text().strip()}" in peer
-        assert f"Endpoint=10.213.0.{octet}:51821" in peer
+        assert f"Endpoint=10.213.0.{octet}:51871" in peer
         assert f"AllowedIPs=10.250.0.{octet}/32" in peer
     assert "Address=10.250.0.12/24" in (root / "etc/systemd/network/50-wg0.network").read_text()
 
