@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from collections.abc import Callable, Iterator
@@ -50,6 +50,7 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, notes)
     try:
         report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, progress, upstream))
+        upstream.finish()
     except NodeConfigError as exc:
         raise UserError(Problem(str(cluster_file), None, "spec.snippets", str(exc))) from None
     except ComponentPatchError as exc:
@@ -60,23 +61,28 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
 
 @dataclass
 class _UpstreamSource:
-    """Cached upstream manifests for render; a missing one becomes a note, not a failure."""
+    """Cached upstream manifests for render; missing ones become one note, not a failure."""
 
     cache: Path
     cluster_file: Path
     notes: list[str]
+    missing: list[str] = field(default_factory=list)
 
     def files(self, module: Any, options: Any) -> Iterator[tuple[str, AssetFile]]:
         for name in module.upstream(options):
             manifest = release.UPSTREAM[name]
             data = read_cached(self.cache, manifest)
             if data is None:
-                self.notes.append(
-                    f"manifests/{module.KEY}: the {manifest.project} {manifest.version} install manifest ({name}) is not "
-                    f"in the cache {self.cache}; run: stellwerk components fetch {self.cluster_file} and render again")
+                self.missing.append(f"{name} ({manifest.project} {manifest.version}, for manifests/{module.KEY})")
                 continue
             # Verbatim, so it can be compared with upstream byte for byte.
             yield f"manifests/{module.KEY}/00-upstream-{name}.yaml", AssetFile(data)
+
+    def finish(self) -> None:
+        if self.missing:
+            self.notes.append(
+                f"not in the cache {self.cache}: {', '.join(self.missing)}; the rest was rendered. "
+                f"Run: stellwerk components fetch {self.cluster_file}, then render again")
 
 
 def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None,

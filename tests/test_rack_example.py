@@ -1,0 +1,91 @@
+"""The bundled example with every component: its whole output checked against the real engines and schemas."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ignition_engine import apply, validate
+from k8s_schemas import validate_object
+
+RACK = REPO / "examples" / "rack-cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def rack(tmp_path_factory) -> Path:
+    from stellwerk.render import render
+
+    scratch = tmp_path_factory.mktemp("rack")
+    result = render(RACK, scratch / "assets", cache_dir=scratch / "empty-cache")
+    assert any("stellwerk components fetch" in note for note in result.notes)
+    return scratch / "assets"
+
+
+def test_every_component_rendered_objects_that_pass_the_upstream_schemas(rack):
+    directories = sorted(p.name for p in (rack / "manifests").iterdir())
+    # nvme is host-only: it renders no cluster objects.
+    assert directories == ["bootstrap", "hostProtection", "metallb", "openebs", "rookCeph"]
+    count = 0
+    for path in sorted((rack / "manifests").rglob("*.yaml")):
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        assert len(documents) == 1, f"{path}: one object per file"
+        validate_object(documents[0], "1.31.4")
+        count += 1
+    assert count > 30
+
+
+def test_every_node_config_validates_and_a_worker_applies_with_every_fragment(rack, tmp_path):
+    from stellwerk.render import render
+
+    for config in sorted(rack.glob("nodes/*/ignition.json")):
+        validate(config.read_bytes())
+    # Flatcar configs download sysext images in the files stage; the lab OS variant has the same fragments
+    # and applies offline.
+    lab = tmp_path / "rack-lab.yaml"
+    lab.write_text(RACK.read_text().replace("    family: flatcar\n", "    family: lab\n"))
+    render(lab, tmp_path / "assets", cache_dir=tmp_path / "empty-cache")
+    root = tmp_path / "w1"
+    apply((tmp_path / "assets/nodes/w1/ignition.json").read_bytes(), root)
+    etc = root / "etc"
+    assert (etc / "udev/rules.d/70-stellwerk-nvme.rules").exists()                  # nvme tuning
+    assert (etc / "systemd/system/var-mnt-data.mount").exists()                     # nvme RAID mount
+    assert (etc / "nftables.d/stellwerk-host-protection.nft").exists()              # host protection
+    modules = "".join(p.read_text() for p in (etc / "modules-load.d").glob("*.conf")).split()
+    assert {"rbd", "br_netfilter", "raid1"} <= set(modules)                          # rook, kubernetes, RAID
+    assert (root / "var/mnt/openebs").is_dir()                                      # openebs hostpath
+
+
+def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_path, monkeypatch):
+    from stellwerk import release
+    from stellwerk.render import render
+    from stellwerk.upstream import fetch
+
+    body = b"# fixture standing in for metallb-native.yaml\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: metallb-system\n"
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "metallb-native.yaml").write_bytes(body)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pin = release.UpstreamManifest("metallb-native", "metallb", "v0.16.1",
+                                       f"http://127.0.0.1:{server.server_address[1]}/metallb-native.yaml",
+                                       hashlib.sha256(body).hexdigest(), len(body))
+        monkeypatch.setitem(release.UPSTREAM, "metallb-native", pin)
+        cache = tmp_path / "cache"
+        fetch([pin], cache)
+    finally:
+        server.shutdown()
+        server.server_close()
+    result = render(RACK, tmp_path / "assets", cache_dir=cache)
+    metallb = sorted(p.name for p in (tmp_path / "assets/manifests/metallb").iterdir())
+    assert metallb[0] == "00-upstream-metallb-native.yaml"
+    assert (tmp_path / "assets/manifests/metallb/00-upstream-metallb-native.yaml").read_bytes() == body
+    assert not any("metallb-native" in note for note in result.notes)
+    assert any("rook-crds" in note for note in result.notes)
