@@ -144,6 +144,40 @@ def upstream(options: Options) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- check
 
 
+# Settings the cluster needs in calico-node, which Calico's manifest install reads from its environment.
+# Without them Calico allocates pods from 192.168.0.0/16 (not the cluster's podCIDR, which the host
+# policy's pod rule allows) and may pick the wg0 address as the node's own.
+def calico_node_environment(plan: Plan) -> dict[str, str]:
+    return {
+        "CALICO_IPV4POOL_CIDR": str(plan.spec.kubernetes.pod_cidr),
+        "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip",
+    }
+
+
+def adjust_upstream(name: str, documents: list[dict[str, Any]], plan: Plan, options: Options) -> list[dict[str, Any]]:
+    """Set the cluster's values in the calico-node DaemonSet of the pinned manifest; the rest stays as upstream has it."""
+    if name != "calico":
+        return documents
+    for document in documents:
+        if document.get("kind") == "DaemonSet" and document.get("metadata", {}).get("name") == "calico-node":
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                if container.get("name") == "calico-node":
+                    _set_environment(container, calico_node_environment(plan))
+                    return documents
+    raise ValueError("the pinned calico manifest has no calico-node DaemonSet with a calico-node container")
+
+
+def _set_environment(container: dict[str, Any], values: dict[str, str]) -> None:
+    env = container.setdefault("env", [])
+    for key, value in values.items():
+        entry = next((item for item in env if item.get("name") == key), None)
+        if entry is None:
+            env.append({"name": key, "value": value})
+        else:
+            entry.clear()
+            entry.update({"name": key, "value": value})
+
+
 def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
     base = ("spec", "components", KEY)
     spec = cluster.spec

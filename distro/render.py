@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any
+
+import yaml
 
 from . import __version__, release
 from .assets import AssetFile, WriteReport, claim_assets_dir, write_assets
@@ -18,7 +21,7 @@ from .manifests import ComponentPatchError, component_objects, object_files
 from .upstream import default_cache_dir, read_cached
 from .plan import Plan, make_plan
 from .secrets import Secrets, load_or_create_secrets
-from .yamlout import dump_yaml
+from .yamlout import dump_yaml, dump_yaml_all
 
 Progress = Callable[[str, int, int], None]
 
@@ -47,7 +50,7 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     from .ignition.nodeconfig import NodeConfigError
 
     notes: list[str] = []
-    upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, notes)
+    upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, plan, notes)
     try:
         report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, progress, upstream))
         upstream.finish()
@@ -65,6 +68,7 @@ class _UpstreamSource:
 
     cache: Path
     cluster_file: Path
+    plan: Plan
     notes: list[str]
     missing: list[str] = field(default_factory=list)
 
@@ -75,7 +79,14 @@ class _UpstreamSource:
             if data is None:
                 self.missing.append(f"{name} ({manifest.project} {manifest.version}, for manifests/{module.KEY})")
                 continue
-            # Verbatim, so it can be compared with upstream byte for byte.
+            adjust = getattr(module, "adjust_upstream", None)
+            if adjust is not None:
+                # A component may set cluster values in the upstream objects (documented on its page);
+                # the file is then re-serialized, otherwise it stays byte for byte as upstream has it.
+                documents = [doc for doc in yaml.safe_load_all(data) if doc is not None]
+                adjusted = adjust(name, copy.deepcopy(documents), self.plan, options)
+                if adjusted != documents:
+                    data = dump_yaml_all(adjusted).encode()
             yield f"manifests/{module.KEY}/00-upstream-{name}.yaml", AssetFile(data)
 
     def finish(self) -> None:

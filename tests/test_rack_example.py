@@ -89,3 +89,26 @@ def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_
     assert (tmp_path / "assets/manifests/metallb/00-upstream-metallb-native.yaml").read_bytes() == body
     assert not any("metallb-native" in note for note in result.notes)
     assert any("rook-crds" in note for note in result.notes)
+
+
+def test_calico_node_gets_the_cluster_pod_network_and_node_address_method(tmp_path, monkeypatch):
+    """Calico's manifest install defaults to 192.168.0.0/16; the pinned manifest is given the cluster's podCIDR."""
+    from stellwerk import release
+    from stellwerk.render import render
+    from stellwerk.upstream import cache_path
+
+    body = (b"apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: calico-node, namespace: kube-system}\n---\n"
+            b"apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: calico-node, namespace: kube-system}\n"
+            b"spec:\n  template:\n    spec:\n      containers:\n        - name: calico-node\n          image: calico/node\n"
+            b"          env:\n            - {name: IP, value: autodetect}\n            - {name: IP_AUTODETECTION_METHOD, value: first-found}\n")
+    pin = release.UpstreamManifest("calico", "calico", "v3.32.1", "https://example.invalid/calico.yaml",
+                                   hashlib.sha256(body).hexdigest(), len(body))
+    monkeypatch.setitem(release.UPSTREAM, "calico", pin)
+    cache = tmp_path / "cache"
+    cache_path(cache, pin).parent.mkdir(parents=True)
+    cache_path(cache, pin).write_bytes(body)
+    render(RACK, tmp_path / "assets", cache_dir=cache)
+    documents = list(yaml.safe_load_all((tmp_path / "assets/manifests/hostProtection/00-upstream-calico.yaml").read_text()))
+    assert documents[0]["kind"] == "ServiceAccount"
+    env = {e["name"]: e["value"] for e in documents[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env == {"IP": "autodetect", "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip", "CALICO_IPV4POOL_CIDR": "10.2.0.0/16"}
