@@ -18,6 +18,7 @@ from .errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
 from .manifests import ComponentPatchError, component_objects, object_files
+from .netbootstore import store_files
 from .upstream import default_cache_dir, read_cached
 from .plan import Plan, make_plan
 from .secrets import Secrets, load_or_create_secrets
@@ -110,6 +111,7 @@ def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None,
         yield from upstream.files(module, options)
         # 00 is for the pinned upstream install manifests, which come first.
         yield from object_files(module.KEY, objects, first=1).items()
+    yield from store_files(plan).items()
     context = RenderContext(plan, secrets)
     total = len(plan.nodes)
     for index, node in enumerate(plan.nodes, start=1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -397,3 +398,16 @@ def test_a_symlinked_derived_tree_is_refused(tmp_path, run_cli):
     result = run_cli("render", EXAMPLE, "-o", assets)
     assert result.code == 2 and "is a symbolic link" in result.err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["vmlinuz"]
+
+
+def test_render_writes_the_netboot_machine_store(rendered):
+    profiles = sorted((rendered / "netboot/profiles").glob("*.json"))
+    assert [p.name for p in profiles] == ["lab.json"]
+    profile = json.loads(profiles[0].read_text())
+    assert profile["config"] == "ignition" and profile["kernel"].startswith("/assets/")
+    for name, mac in (("c1", "52:54:00:00:00:11"), ("w1", "52:54:00:00:00:21")):
+        group = json.loads((rendered / f"netboot/groups/{name}.json").read_text())
+        assert group["selector"] == {"mac": mac}
+        assert group["profile"] == "lab"
+        assert group["metadata"]["node"] == name
+        assert (rendered / f"nodes/{group['metadata']['node']}/ignition.json").exists()
