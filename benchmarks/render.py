@@ -27,7 +27,8 @@ def cluster_file(workers: int) -> str:
         "kind: Cluster",
         "metadata: {name: bench}",
         "spec:",
-        "  kubernetes: {apiEndpoint: api.bench.example}",
+        # Each node takes a /24 of the pod network: a /10 holds 16384 nodes.
+        "  kubernetes: {apiEndpoint: api.bench.example, podCIDR: 10.128.0.0/10}",
         "  os: {family: flatcar}",
         "  ssh: {authorizedKeys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJlbmNobWFya2tleWZvcnN0ZWxsd2Vya3JlbmRlcjAwMDA bench']}",
         "  wireguard: {network: 10.250.0.0/16}",
@@ -62,9 +63,11 @@ def child(cluster: Path, assets: Path) -> None:
 
 
 def measure(cluster: Path, assets: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(cluster), str(assets)],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    run = subprocess.run([sys.executable, __file__, "--child", str(cluster), str(assets)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"render failed:\n{run.stderr}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main(sizes: list[int]) -> None:
