@@ -148,6 +148,41 @@ def pki_check(assets_dir: Path, warn_days: int) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def netboot() -> None:
+    """Network boot for the machines of a rendered cluster."""
+
+
+def _range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    start, sep, end = value.partition("-")
+    if not sep or not start or not end:
+        raise click.BadParameter("write the dynamic range as FIRST-LAST, e.g. 10.213.0.100-10.213.0.199")
+    return start.strip(), end.strip()
+
+
+@netboot.command("serve")
+@click.argument("assets_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--listen", default="0.0.0.0", show_default=True, help="Address the HTTP and TFTP servers bind to.")
+@click.option("--http-port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--tftp-port", default=69, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--dhcp", type=click.Choice(["off", "proxy", "full"]), default="off", show_default=True,
+              help="proxy: answer only PXE options beside an existing DHCP server; full: hand out leases too.")
+@click.option("--interface", help="Provisioning network interface (needed for DHCP, and with --listen 0.0.0.0).")
+@click.option("--range", "dhcp_range", callback=_range, help="Full DHCP: dynamic range FIRST-LAST (nodes get their reservations).")
+@click.option("--serve-controller-secrets", is_flag=True,
+              help="Serve controller configs (they hold CA keys) over plain HTTP. Only on an isolated lab network.")
+def netboot_serve(assets_dir: Path, listen: str, http_port: int, tftp_port: int, dhcp: str, interface: str | None,
+                  dhcp_range: tuple[str, str] | None, serve_controller_secrets: bool) -> None:
+    """Serve ASSETS_DIR to booting machines: DHCP (optional), TFTP (iPXE) and HTTP (scripts, configs, images)."""
+    from .netboot.serve import ServeOptions, serve
+
+    serve(ServeOptions(assets_dir=assets_dir, listen=listen, http_port=http_port, tftp_port=tftp_port, dhcp=dhcp,
+                       interface=interface, dhcp_range=dhcp_range,
+                       serve_controller_secrets=serve_controller_secrets), announce=click.echo)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="stellwerk", standalone_mode=False)

@@ -1,0 +1,763 @@
+"""The HTTP boot service: iPXE scripts, each machine's own config, and the boot files, on one HTTP/1.1 listener.
+
+Layers, as in Matchbox: the store (store.py) answers "which group and profile for these labels", the scripts
+(ipxe.py) are rendered from templates, and this module speaks HTTP. The protocol part is deliberately small: GET and
+HEAD, keep-alive, single byte ranges, no request bodies. One thread serves one connection; every socket operation
+has a deadline, so a stalled client only ever holds its own thread.
+
+Every request is untrusted input. What is malformed is answered with a 4xx status, counted and logged as one JSON
+line naming the client, what was wrong and the request; the connection is closed when the request could not be
+framed. Config contents are never logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import stat
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import formatdate
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+from . import ipxe
+from .store import LabelError, Selection, Store, normalize_labels
+
+log = logging.getLogger("stellwerk.netboot.http")
+
+MAX_REQUEST_LINE = 8192  # bytes, without the line end; longer: 414
+MAX_HEADER_BYTES = 8192  # bytes of header lines after the request line; more: 431
+MAX_HEADERS = 64  # header lines; more: 431
+MAX_QUERY_FIELDS = 32
+LINGER_SECONDS = 2.0  # after an answer that closes the connection, how long to drain what the client still sends
+LINGER_BYTES = 1 << 20
+IGNITION_TYPE = "application/vnd.coreos.ignition+json"  # IANA-registered media type of Ignition configs
+CLOUD_CONFIG_TYPE = "text/cloud-config; charset=utf-8"
+NOCLOUD_FILES = ("meta-data", "user-data", "vendor-data", "network-config")
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_METHOD = re.compile(r"[A-Z]+")
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PUBLIC_URL = re.compile(r"https?://[\x21-\x7e]+")
+_SINGLE_HEADERS = {"host", "range", "if-range", "content-length"}
+
+
+class HttpError(Exception):
+    """A request answered with an error status; `message` says what was wrong (it goes to the client and the log)."""
+
+    def __init__(self, status: int, message: str, *, close: bool = False, counter: str = "bad_requests",
+                 headers: tuple[tuple[str, str], ...] = (), mac: str | None = None, group: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.close, self.counter, self.headers = status, message, close, counter, headers
+        self.mac, self.group = mac, group
+
+
+class _Closed(Exception):
+    """The connection ended without a request to answer (clean close, or idle keep-alive timeout)."""
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]
+    path: str  # percent-decoded, without the query
+    raw_path: str
+    query: str
+    keep_alive: bool
+    line: str  # the request line, for logs
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    file: tuple[int, int, int] | None = None  # (fd, offset, count), sent with sendfile and then closed
+    length: int | None = None  # Content-Length when it is not len(body)
+    close: bool = False
+    # for the log line
+    mac: str | None = None
+    group: str | None = None
+    error: str | None = None
+
+
+class BootServer:
+    """The HTTP boot service of one assets directory.
+
+    `host`/`port` is the listener (port 0 picks a free port, see `.port`). `public_url` is the base URL written into
+    iPXE scripts and kernel arguments (for example http://10.0.0.2:8080 behind a port forward); without it each
+    script names the local address the machine connected to. `request_timeout` bounds the time a request head may
+    take to arrive once it has started and the time any send may stall; `idle_timeout` closes keep-alive
+    connections that send nothing more. At most `max_connections` connections are served at once; more are answered
+    503 and closed.
+    """
+
+    def __init__(self, store: Store, assets_dir: str | Path, host: str = "0.0.0.0", port: int = 80,
+                 public_url: str | None = None, *, request_timeout: float = 10.0, idle_timeout: float = 10.0,
+                 max_connections: int = 256, serve_controller_secrets: bool = False):
+        if public_url is not None:
+            public_url = public_url.rstrip("/")
+            if not _PUBLIC_URL.fullmatch(public_url) or "${" in public_url or "?" in public_url or "#" in public_url:
+                raise ValueError(f"public URL {public_url!r} must be http://HOST[:PORT][/PATH] without spaces, "
+                                 "query or fragment")
+        if request_timeout <= 0 or idle_timeout <= 0 or max_connections < 1:
+            raise ValueError("timeouts must be positive and max_connections at least 1")
+        self._store = store
+        # DESIGN §6: CA keys are served only to authorized machines. Controller configs carry ca.key, and
+        # authorization (one-time token over HTTPS) is not built yet, so they are withheld unless the
+        # operator opts in for an isolated lab network.
+        self.serve_controller_secrets = serve_controller_secrets
+        self.assets_dir = Path(assets_dir)
+        self.boot_dir = self.assets_dir / "boot"
+        self.public_url = public_url
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._counters: Counter[str] = Counter()
+        self._connections: set[socket.socket] = set()
+        self._thread: threading.Thread | None = None
+        self._serving = threading.Event()
+        self._stopping = False
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._server = _Listener(self, (host, port), family)
+        self.host, self.port = self._server.server_address[:2]
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> BootServer:
+        """Serve in a background thread; returns at once."""
+        if self._thread is None:
+            self._serving.set()  # before the thread runs, so that an early stop() still shuts it down
+            self._thread = threading.Thread(target=self.serve_forever, name="netboot-http", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until `stop()` is called from another one."""
+        self._serving.set()
+        try:
+            self._server.serve_forever(poll_interval=0.2)
+        finally:
+            self._serving.clear()
+
+    def stop(self) -> None:
+        """Stop accepting, close the listener and every open connection, and wait for the serving thread."""
+        self._stopping = True
+        if self._serving.is_set():
+            self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> BootServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def reload(self) -> Store:
+        """Load the store from the assets directory again and swap it in; on a StoreError the old one stays."""
+        self._store = Store.load(self.assets_dir)
+        return self._store
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the counters: requests, status_<code>, bad_requests, refused_paths, timeouts,
+        disconnects, unknown_machines, rejected_connections, bytes_sent, sendfile_bytes."""
+        with self._lock:
+            return dict(self._counters)
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += amount
+
+    # -- connections --------------------------------------------------------------------------------------------
+
+    def _admit(self, sock: socket.socket, client: str) -> bool:
+        if self._slots.acquire(blocking=False):
+            with self._lock:
+                self._connections.add(sock)
+            return True
+        # Over the limit: answer without waiting (the accepting thread must never block) and close.
+        self._count("rejected_connections")
+        body = b"503 Service Unavailable: too many connections; retry later\n"
+        try:
+            sock.setblocking(False)
+            sock.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+                      b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        self._log(logging.WARNING, client, None, 503, 0, error="too many connections; connection refused")
+        return False
+
+    def _release(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(sock)
+        self._slots.release()
+
+    def _serve_connection(self, sock: socket.socket, address: tuple) -> None:
+        _Connection(self, sock, _client(address)).run()
+
+    # -- requests -----------------------------------------------------------------------------------------------
+
+    def _respond(self, request: Request, sock: socket.socket) -> Response:
+        try:
+            _parse_target(request)
+            if request.method not in ("GET", "HEAD"):
+                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"method {request.method} is not served; use GET or HEAD",
+                                headers=(("Allow", "GET, HEAD"),))
+            path = request.path
+            if path == "/healthz":
+                return Response(200, b"ok")
+            if path == "/boot.ipxe":
+                return Response(200, ipxe.boot_script(self._base_url(sock)).encode())
+            if path == "/ipxe":
+                return self._ipxe(request, sock)
+            if path in ("/ignition", "/cloud-config", "/metadata"):
+                return self._config(request, path)
+            if path.startswith("/nocloud/"):
+                return self._nocloud(request)
+            if path.startswith("/assets/"):
+                return self._asset(request, path[len("/assets/"):])
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}", counter="not_found")
+        except HttpError:
+            raise
+        except Exception as exc:  # a bug, or the assets changed under us: 500, never a dead connection thread
+            log.debug("internal error serving %r", request.line, exc_info=True)
+            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}",
+                            close=True, counter="server_errors") from None
+
+    def _machine(self, query: str) -> tuple[dict[str, str], Selection]:
+        labels = _labels(query)
+        store = self._store
+        selection = store.select(labels)
+        if selection is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no group matches mac {labels['mac']} and there is no default "
+                            "group", counter="unknown_machines", mac=labels["mac"])
+        return labels, selection
+
+    def _ipxe(self, request: Request, sock: socket.socket) -> Response:
+        labels, selection = self._machine(request.query)
+        config_labels = self._store.config_labels(selection, labels)
+        script = ipxe.machine_script(selection, self._base_url(sock), config_labels)
+        return Response(200, script.encode(), mac=labels["mac"], group=selection.group.name)
+
+    def _config(self, request: Request, path: str) -> Response:
+        labels, selection = self._machine(request.query)
+        group = selection.group
+        if path == "/metadata":
+            return Response(200, group.metadata_json, "application/json", mac=labels["mac"], group=group.name)
+        return self._node_config(selection, "ignition" if path == "/ignition" else "cloud-config", labels["mac"])
+
+    def _node_config(self, selection: Selection, kind: str, mac: str) -> Response:
+        group, profile = selection.group, selection.profile
+        if profile.config != kind:
+            other = "/ignition" if profile.config == "ignition" else "/cloud-config"
+            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} boots profile {profile.id!r}, "
+                            f"which reads {profile.config}, not {kind}; fetch {other}", counter="not_found",
+                            mac=mac, group=group.name)
+        if group.metadata.get("role") == "controller" and not self.serve_controller_secrets:
+            raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: node {group.node!r} is a controller, whose config holds "
+                            "CA keys; they are not served over plain HTTP (start netboot with "
+                            "--serve-controller-secrets only on an isolated provisioning network)",
+                            counter="forbidden", mac=mac, group=group.name)
+        if selection.config_path is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} names no node (metadata.node), "
+                            "so there is no config to serve", counter="not_found", mac=mac, group=group.name)
+        try:
+            data = selection.config_path.read_bytes()
+        except OSError as exc:
+            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
+                            f"{exc.strerror}; run `stellwerk render` again and restart netboot",
+                            counter="server_errors", mac=mac, group=group.name) from None
+        content_type = IGNITION_TYPE if kind == "ignition" else CLOUD_CONFIG_TYPE
+        return Response(200, data, content_type, mac=mac, group=group.name)
+
+    def _nocloud(self, request: Request) -> Response:
+        # /nocloud/<labels as a query>/<file>: cloud-init appends the file name to the seed URL (ipxe.py).
+        parts = request.raw_path.split("/")
+        if len(parts) != 4 or parts[3] not in NOCLOUD_FILES:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such NoCloud file; the seed serves {', '.join(NOCLOUD_FILES)}",
+                            counter="not_found")
+        labels, selection = self._machine(parts[2])
+        mac, group = labels["mac"], selection.group
+        if parts[3] == "user-data":
+            return self._node_config(selection, "cloud-config", mac)
+        if selection.profile.config != "cloud-config" or selection.config_path is None:
+            return self._node_config(selection, "cloud-config", mac)  # the same 404 as user-data
+        if parts[3] == "meta-data":
+            # JSON is YAML; instance-id stays the same across renders so that cloud-init does not treat a changed
+            # config as a new instance (that would, for one, regenerate the ssh host keys).
+            meta = {"instance-id": group.node, "local-hostname": group.node}
+            return Response(200, json.dumps(meta, sort_keys=True).encode(), "application/json", mac=mac,
+                            group=group.name)
+        # Empty but present: cloud-init retries a missing vendor-data or network-config ten times before it goes on.
+        return Response(200, b"", mac=mac, group=group.name)
+
+    def _asset(self, request: Request, relative: str) -> Response:
+        parts = relative.split("/")
+        for part in parts:
+            if not part or part.startswith(".") or "\\" in part or "%" in part:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"asset path {relative!r} has a refused segment {part!r} "
+                                "(empty, '.', '..', hidden, '%' or '\\')", counter="refused_paths")
+        fd = _open_beneath(self.boot_dir, parts)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise HttpError(HTTPStatus.NOT_FOUND, f"asset {relative!r} is not a regular file", counter="not_found")
+            _check_contained(fd, self.boot_dir)
+            response = _file_response(request, fd, info)
+        except BaseException:
+            os.close(fd)
+            raise
+        return response
+
+    def _base_url(self, sock: socket.socket) -> str:
+        if self.public_url:
+            return self.public_url
+        host = sock.getsockname()[0].split("%", 1)[0]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[len("::ffff:"):]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}" if self.port == 80 else f"http://{host}:{self.port}"
+
+    # -- responses and logs -------------------------------------------------------------------------------------
+
+    def _send(self, sock: socket.socket, request: Request, response: Response) -> tuple[int, str | None]:
+        """Send the response; (body bytes sent, what went wrong or None)."""
+        length = response.length if response.length is not None else len(response.body)
+        close = response.close or not request.keep_alive
+        lines = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
+                 f"Date: {formatdate(usegmt=True)}",
+                 "Server: stellwerk-netboot",
+                 f"Content-Type: {response.content_type}",
+                 f"Content-Length: {length}"]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        if response.file is None:
+            lines.append("Cache-Control: no-store")  # configs hold secrets; scripts are per machine
+        if close:
+            lines.append("Connection: close")
+        elif request.version == "HTTP/1.0":
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        with_body = request.method != "HEAD"
+        sent = 0
+        try:
+            sock.settimeout(self.request_timeout)
+            if response.file is None:
+                sock.sendall(head + response.body if with_body else head)
+                sent = len(response.body) if with_body else 0
+            else:
+                fd, offset, count = response.file
+                if not with_body or count == 0:
+                    sock.sendall(head)
+                else:
+                    sock.sendall(head, socket.MSG_MORE)
+                    with os.fdopen(fd, "rb", buffering=0, closefd=False) as file:
+                        sent = sock.sendfile(file, offset, count)
+                    self._count("sendfile_bytes", sent)
+                    if sent < count:
+                        return sent, f"the file shrank while it was sent ({sent} of {count} bytes)"
+            return sent, None
+        except TimeoutError:
+            self._count("timeouts")
+            return sent, f"client stalled for {self.request_timeout:g} s while receiving; connection closed"
+        except OSError as exc:
+            self._count("disconnects")
+            return sent, f"connection lost while sending: {exc.strerror or exc}"
+        finally:
+            self._count("bytes_sent", sent)
+            if response.file is not None:
+                os.close(response.file[0])
+
+    def _log(self, level: int, client: str, request: Request | None, status: int | None, sent: int, *,
+             response: Response | None = None, error: str | None = None, request_line: str | None = None) -> None:
+        """One JSON line per request. Error lines also say what was wrong and quote the request line."""
+        if not log.isEnabledFor(level):
+            return
+        record: dict[str, object] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "client": client,
+            "method": request.method if request else None,
+            "endpoint": _truncate(request.path or request.target) if request else None,
+            "mac": response.mac if response else None,
+            "group": response.group if response else None,
+            "status": status,
+            "bytes": sent,
+        }
+        error = error or (response.error if response else None)
+        if error or (status or 0) >= 400:
+            record["error"] = error
+            record["request"] = request.line if request else request_line
+        log.log(level, json.dumps(record))
+
+
+class _Connection:
+    """One client connection: read a request head, answer it, repeat while keep-alive allows."""
+
+    def __init__(self, boot: BootServer, sock: socket.socket, client: str):
+        self.boot, self.sock, self.client = boot, sock, client
+        self.buffer = b""  # received bytes not yet consumed (a partial head, or pipelined requests)
+
+    def run(self) -> None:
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._serve()
+        except Exception as exc:  # a bug: log it on one line and drop this connection, never the server
+            self.boot._count("server_errors")
+            self.boot._log(logging.ERROR, self.client, None, None, 0, error=f"internal error: {type(exc).__name__}: "
+                           f"{exc}; connection closed", request_line=_first_line(self.buffer))
+            log.debug("internal error on a connection from %s", self.client, exc_info=True)
+
+    def _serve(self) -> None:
+        boot = self.boot
+        while not boot._stopping:
+            request: Request | None = None
+            try:
+                head = self._read_head()
+                request = _parse_head(head)
+                response = boot._respond(request, self.sock)
+            except _Closed:
+                return
+            except HttpError as exc:
+                boot._count(exc.counter)
+                if exc.status == HTTPStatus.REQUEST_TIMEOUT:
+                    boot._count("timeouts")
+                response = _error(exc)
+                if request is None:  # the request could not be framed: answer, then close
+                    response.close = True
+                    request = _unparsed(self.buffer)
+            except OSError as exc:  # reset by the client while we read
+                boot._count("disconnects")
+                boot._log(logging.WARNING, self.client, None, None, 0, error=f"connection lost while reading: {exc}",
+                          request_line=_first_line(self.buffer))
+                return
+            boot._count("requests")
+            sent, failure = boot._send(self.sock, request, response)
+            boot._count(f"status_{response.status}")
+            if failure:
+                response.error = f"{response.error}; {failure}" if response.error else failure
+            if response.status >= 500:
+                level = logging.ERROR
+            elif response.status >= 400 or failure:
+                level = logging.WARNING
+            else:
+                level = logging.INFO
+            boot._log(level, self.client, request, response.status, sent, response=response)
+            if failure:
+                return
+            if response.close or not request.keep_alive:
+                self._linger()
+                return
+
+    def _linger(self) -> None:
+        """Close our side gracefully: send FIN, then read and drop what the client still sends, briefly.
+
+        Closing a socket with unread input makes the kernel send a reset, and a reset can destroy the response
+        before the client has read it (an error answer to a client that is still sending, above all).
+        """
+        deadline = time.monotonic() + min(self.boot.request_timeout, LINGER_SECONDS)
+        drained = 0
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                drained += len(data)
+        except OSError:  # reset, timeout: nothing more to do
+            return
+
+    def _read_head(self) -> bytes:
+        """The next request head (request line and headers, up to the empty line); the rest stays buffered."""
+        boot, deadline = self.boot, None
+        while True:
+            self.buffer = buffer = self.buffer.lstrip(b"\r\n")  # empty lines before a request are ignored (RFC 9112)
+            if buffer and deadline is None:
+                deadline = time.monotonic() + boot.request_timeout
+            line_end = buffer.find(b"\n")
+            line_length = (line_end - (buffer[line_end - 1:line_end] == b"\r")) if line_end >= 0 else len(buffer)
+            if line_length > MAX_REQUEST_LINE:
+                raise HttpError(HTTPStatus.REQUEST_URI_TOO_LONG, f"request line longer than {MAX_REQUEST_LINE} bytes",
+                                close=True)
+            if line_end >= 0:
+                ends = [i for i in (buffer.find(b"\n\r\n", line_end), buffer.find(b"\n\n", line_end)) if i >= 0]
+                end = -1
+                if ends:
+                    first = min(ends)
+                    end = first + (3 if buffer[first + 1:first + 2] == b"\r" else 2)
+                if (end if end >= 0 else len(buffer)) - line_end - 1 > MAX_HEADER_BYTES + 2:
+                    raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                    f"header section larger than {MAX_HEADER_BYTES} bytes", close=True)
+                if end >= 0:
+                    self.buffer = buffer[end:]
+                    return buffer[:end]
+            wait = boot.idle_timeout if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                raise HttpError(HTTPStatus.REQUEST_TIMEOUT,
+                                f"request head not complete within {boot.request_timeout:g} s", close=True)
+            self.sock.settimeout(wait)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                if deadline is None:
+                    raise _Closed() from None  # an idle keep-alive connection: close quietly
+                raise HttpError(HTTPStatus.REQUEST_TIMEOUT,
+                                f"request head not complete within {boot.request_timeout:g} s", close=True) from None
+            if not data:
+                if buffer:
+                    boot._count("disconnects")
+                    boot._log(logging.WARNING, self.client, None, None, 0,
+                              error="client closed the connection in the middle of a request head",
+                              request_line=_first_line(buffer))
+                raise _Closed()
+            self.buffer += data
+
+
+class _Listener(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, boot: BootServer, address: tuple[str, int], family: int):
+        self.address_family = family
+        self.boot = boot
+        super().__init__(address, _Handler)
+
+    def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
+        return self.boot._admit(request, _client(client_address))
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.server.boot._serve_connection(self.request, self.client_address)
+
+    def finish(self) -> None:
+        self.server.boot._release(self.request)
+
+
+# -- parsing ------------------------------------------------------------------------------------------------------
+
+def _parse_head(head: bytes) -> Request:
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+    try:
+        line = lines[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "request line is not ASCII", close=True) from None
+    parts = line.split(" ")
+    if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not _VERSION.fullmatch(parts[2]):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "malformed request line; expected METHOD TARGET HTTP/1.1", close=True)
+    method, target, version = parts
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        raise HttpError(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"{version} is not supported; use HTTP/1.1", close=True)
+    headers: dict[str, str] = {}
+    count = 0
+    for raw in lines[1:]:
+        if not raw:
+            continue
+        count += 1
+        if count > MAX_HEADERS:
+            raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {MAX_HEADERS} header lines",
+                            close=True)
+        if raw[:1] in (b" ", b"\t"):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "obsolete header line folding", close=True)
+        name, colon, value = raw.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed header line {_printable(raw[:60])!r}", close=True)
+        text = value.strip(b" \t").decode("latin-1")
+        if _CONTROL.search(text.replace("\t", " ")):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"control character in header {name.decode()}", close=True)
+        key = name.decode("ascii").lower()
+        if key in headers:
+            if key in _SINGLE_HEADERS:
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"header {key} given twice", close=True)
+            headers[key] += ", " + text
+        else:
+            headers[key] = text
+    if version == "HTTP/1.1" and "host" not in headers:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "HTTP/1.1 request without a Host header", close=True)
+    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request bodies are not accepted", close=True)
+    tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+    return Request(method, target, version, headers, "", "", "", keep_alive, _truncate(line))
+
+
+def _parse_target(request: Request) -> None:
+    """Split and percent-decode the target. The framing was fine, so errors here keep the connection open."""
+    if not request.target.startswith("/") or "#" in request.target:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "request target must be a path starting with '/'")
+    raw_path, _, query = request.target.partition("?")
+    try:
+        path = unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "path is not UTF-8 once percent-decoded",
+                        counter="refused_paths") from None
+    if _CONTROL.search(path):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "path holds a control character (NUL, line break, ...)",
+                        counter="refused_paths")
+    request.path, request.raw_path, request.query = path, raw_path, query
+
+
+def _labels(query: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="strict",
+                          max_num_fields=MAX_QUERY_FIELDS)
+    except ValueError as exc:  # too many fields, or not UTF-8
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"query: {exc}") from None
+    labels: dict[str, str] = {}
+    for key, value in pairs:
+        if key in labels:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"query: label {_truncate(key, 40)!r} given twice")
+        labels[key] = value
+    try:
+        labels = normalize_labels(labels)
+    except LabelError as exc:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"query: {exc}") from None
+    if "mac" not in labels:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "query: mac is required (the MAC of the booting interface, "
+                        "as in ?mac=52-54-00-00-00-11)")
+    return labels
+
+
+# -- files --------------------------------------------------------------------------------------------------------
+
+def _open_beneath(root: Path, parts: list[str]) -> int:
+    """Open root/parts... without following any symbolic link, one component at a time (race-free)."""
+    try:
+        directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise HttpError(HTTPStatus.NOT_FOUND, "ASSETS/boot does not exist; the boot files have not been built",
+                        counter="not_found") from None
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | (
+                os.O_NONBLOCK | os.O_NOCTTY if last else os.O_DIRECTORY)  # NONBLOCK: a FIFO must not hang us
+            try:
+                fd = os.open(part, flags, dir_fd=directory)
+            except OSError as exc:
+                shown = "/".join(parts[:index + 1])
+                if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(part, directory)):
+                    raise HttpError(HTTPStatus.FORBIDDEN, f"asset {shown!r} is a symbolic link; links are not "
+                                    "followed in ASSETS/boot", counter="refused_paths") from None
+                if exc.errno in (errno.EACCES, errno.EPERM):
+                    raise HttpError(HTTPStatus.FORBIDDEN, f"asset {shown!r} is not readable", counter="refused_paths"
+                                    ) from None
+                raise HttpError(HTTPStatus.NOT_FOUND, f"no asset {'/'.join(parts)!r}", counter="not_found") from None
+            if last:
+                return fd
+            os.close(directory)
+            directory = fd
+    finally:
+        os.close(directory)
+    raise AssertionError("unreachable")
+
+
+def _is_link(name: str, directory: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=directory).st_mode)
+    except OSError:
+        return False
+
+
+def _check_contained(fd: int, root: Path) -> None:
+    """Second line of defence: the opened file's real path is below the real path of ASSETS/boot."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return  # no /proc: the component-wise open above already refused links and '..'
+    base = os.path.realpath(root)
+    if os.path.commonpath([real, base]) != base:
+        raise HttpError(HTTPStatus.FORBIDDEN, "asset resolves outside ASSETS/boot", counter="refused_paths")
+
+
+def _file_response(request: Request, fd: int, info: os.stat_result) -> Response:
+    size = info.st_size
+    etag = f'"{size:x}-{info.st_mtime_ns:x}"'
+    modified = formatdate(info.st_mtime, usegmt=True)
+    headers = [("Accept-Ranges", "bytes"), ("ETag", etag), ("Last-Modified", modified)]
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if wanted is not None and (if_range is None or if_range in (etag, modified)):
+        match = _RANGE.fullmatch(wanted.strip())
+        # Anything but one well-formed byte range (several ranges, other units) is ignored: the whole file is sent.
+        if match and (match[1] or match[2]) and not (match[1] and match[2] and int(match[2]) < int(match[1])):
+            if match[1]:
+                start = int(match[1])
+                end = min(int(match[2]), size - 1) if match[2] else size - 1
+            else:
+                start, end = max(size - int(match[2]), 0), size - 1
+            if start >= size or (not match[1] and int(match[2]) == 0):
+                os.close(fd)
+                return Response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                                f"416 Range Not Satisfiable: {wanted} is outside the file's {size} bytes\n".encode(),
+                                headers=[("Content-Range", f"bytes */{size}")] + headers,
+                                error=f"range {wanted!r} outside {size} bytes")
+            count = end - start + 1
+            return Response(HTTPStatus.PARTIAL_CONTENT, content_type="application/octet-stream", file=(fd, start, count),
+                            length=count, headers=[("Content-Range", f"bytes {start}-{end}/{size}")] + headers)
+    return Response(200, content_type="application/octet-stream", file=(fd, 0, size), length=size, headers=headers)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+def _error(exc: HttpError) -> Response:
+    phrase = HTTPStatus(exc.status).phrase
+    return Response(exc.status, f"{exc.status} {phrase}: {exc.message}\n".encode(), headers=list(exc.headers),
+                    close=exc.close, mac=exc.mac, group=exc.group, error=exc.message)
+
+
+def _unparsed(buffer: bytes) -> Request:
+    """A stand-in for a request that could not be parsed, for the response and the log line."""
+    return Request("-", "", "HTTP/1.1", {}, "", "", "", False, _first_line(buffer))
+
+
+def _first_line(buffer: bytes) -> str:
+    return _truncate(_printable(buffer.split(b"\n", 1)[0][:300]))
+
+
+def _client(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _printable(data: bytes) -> str:
+    return data.decode("latin-1").rstrip("\r")
+
+
+def _truncate(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

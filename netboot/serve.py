@@ -1,0 +1,134 @@
+"""`stellwerk netboot serve`: HTTP, TFTP and (optionally) DHCP for one rendered cluster.
+
+Everything comes from the assets directory: the machine store (netboot/),
+the node configs (nodes/), boot files (boot/) and the node network from
+cluster.lock.yaml for full DHCP. iPXE itself comes from Debian's ipxe
+package at run time and is never part of the assets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stellwerk.errors import Problem, UserError
+
+IPXE_DIR = Path("/usr/lib/ipxe")
+IPXE_FILES = ("undionly.kpxe", "ipxe.efi")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    assets_dir: Path
+    listen: str = "0.0.0.0"
+    http_port: int = 8080
+    tftp_port: int = 69
+    dhcp: str = "off"  # off | proxy | full
+    interface: str | None = None
+    dhcp_range: tuple[str, str] | None = None
+    ipxe_dir: Path = IPXE_DIR
+    serve_controller_secrets: bool = False
+
+
+def tftp_root(ipxe_dir: Path, into: Path) -> Path:
+    """A directory holding only the iPXE binaries (copied: Debian's ipxe.efi is a symlink out of /usr/lib/ipxe)."""
+    for name in IPXE_FILES:
+        source = ipxe_dir / name
+        if not source.exists():
+            raise UserError(Problem(str(source), None, "", "not found; install Debian's ipxe package (apt-get install ipxe)"))
+        shutil.copyfile(source, into / name)
+    return into
+
+
+def _lock(assets_dir: Path) -> dict:
+    try:
+        return yaml.safe_load((assets_dir / "cluster.lock.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(Problem(str(assets_dir / "cluster.lock.yaml"), None, "",
+                                f"cannot read it ({exc}); run 'stellwerk render' first")) from None
+
+
+def _server_address(options: ServeOptions) -> ipaddress.IPv4Address:
+    if options.listen not in ("0.0.0.0", "::"):
+        return ipaddress.IPv4Address(options.listen)
+    if options.interface is None:
+        raise UserError(Problem("--listen", None, "", "listening on every address needs --interface IF, so the "
+                                "address machines are sent to is known; or give --listen ADDR"))
+    from .dhcp import interface_ipv4
+
+    return interface_ipv4(options.interface)
+
+
+def dhcp_server(options: ServeOptions, store, server_ip: ipaddress.IPv4Address, http_port: int):
+    from .dhcp import BootOptions, DHCPServer
+    from .leases import Pool, Reservation
+
+    if options.interface is None:
+        raise UserError(Problem("--dhcp", None, "", f"--dhcp {options.dhcp} needs --interface IF (the provisioning network)"))
+    boot = BootOptions(tftp_server=server_ip, http_boot_url=f"http://{server_ip}:{http_port}/boot.ipxe")
+    pool = None
+    reservations = []
+    if options.dhcp == "full":
+        network = (_lock(options.assets_dir).get("spec") or {}).get("network") or {}
+        start, end = options.dhcp_range or (None, None)
+        try:
+            pool = Pool(network["nodeCIDR"], start=start, end=end, router=network.get("gateway"),
+                        dns=tuple(network.get("dns") or ()), mtu=network.get("mtu"))
+        except (KeyError, ValueError) as exc:
+            raise UserError(Problem("--range", None, "", f"cannot serve DHCP for this cluster: {exc}")) from None
+        for group in store.groups:
+            mac, address = group.selector.get("mac"), group.metadata.get("address")
+            if mac and isinstance(address, str):
+                reservations.append(Reservation(mac, address, group.metadata.get("node")))
+    lease_file = options.assets_dir / "state" / "dhcp-leases.json"
+    lease_file.parent.mkdir(parents=True, exist_ok=True)
+    return DHCPServer(options.interface, server_ip, options.dhcp, pool=pool, reservations=reservations,
+                      boot=boot, lease_file=lease_file)
+
+
+def serve(options: ServeOptions, ready: threading.Event | None = None, stop: threading.Event | None = None,
+          announce=print) -> None:
+    """Run until SIGINT/SIGTERM (or `stop` is set); every service is stopped on the way out."""
+    from .http import BootServer
+    from .store import Store
+    from .tftp import TFTPServer
+
+    store = Store.load(options.assets_dir)
+    server_ip = _server_address(options)
+    stop = stop or threading.Event()
+    started = []
+    with tempfile.TemporaryDirectory(prefix="stellwerk-tftp-") as scratch:
+        try:
+            # No public URL: scripts name the address each machine reached us on.
+            http = BootServer(store, options.assets_dir, options.listen, options.http_port,
+                              serve_controller_secrets=options.serve_controller_secrets)
+            http.start()
+            started.append(http)
+            tftp = TFTPServer(tftp_root(options.ipxe_dir, Path(scratch)), options.listen, options.tftp_port)
+            tftp.start()
+            started.append(tftp)
+            if options.dhcp != "off":
+                dhcp = dhcp_server(options, store, server_ip, http.port)
+                dhcp.start()
+                started.append(dhcp)
+            announce(f"serving {len(store.groups)} machines from {options.assets_dir}: http://{server_ip}:{http.port}/boot.ipxe, "
+                     f"tftp {server_ip}:{tftp.port}, dhcp {options.dhcp}")
+            if threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(signum, lambda *_: stop.set())
+            if ready is not None:
+                ready.set()
+            stop.wait()
+        except OSError as exc:
+            raise UserError(Problem(f"{options.listen}", None, "", f"cannot listen: {exc.strerror or exc}; "
+                                    "ports below 1024 need root, and the port must be free")) from None
+        finally:
+            for service in reversed(started):
+                service.stop()

@@ -1,0 +1,84 @@
+"""`stellwerk netboot serve` as an operator runs it: the real command, real HTTP and TFTP clients, on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import EXAMPLE, require_tool
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path, run_cli):
+    assets = tmp_path / "assets"
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    (assets / "boot/lab").mkdir(parents=True)
+    (assets / "boot/lab/vmlinuz").write_bytes(b"kernel" * 1000)
+    (assets / "boot/lab/initrd.img").write_bytes(b"initrd" * 1000)
+    http_port, tftp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stellwerk", "netboot", "serve", str(assets), "--listen", "127.0.0.1",
+         "--http-port", str(http_port), "--tftp-port", str(tftp_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "serving 4 machines" in line, line + process.stderr.read() if process.poll() is not None else line
+        yield assets, f"http://127.0.0.1:{http_port}", tftp_port, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_serve_answers_booting_machines_and_stops_cleanly(served):
+    assets, base, tftp_port, process = served
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+    chain = requests.get(f"{base}/boot.ipxe", timeout=10).text
+    assert chain.startswith("#!ipxe")
+    script = requests.get(f"{base}/ipxe", params={"mac": "52-54-00-00-00-21"}, timeout=10).text
+    assert "/assets/lab/vmlinuz" in script and "ignition.config.url=" in script
+    config = requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:00:21"}, timeout=10)
+    assert config.status_code == 200 and config.content == (assets / "nodes/w1/ignition.json").read_bytes()
+    assert requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:99:99"}, timeout=10).status_code == 404
+    # A controller's config holds CA keys: not served over plain HTTP unless the operator opts in.
+    controller = requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:00:11"}, timeout=10)
+    assert controller.status_code == 403
+    assert b"PRIVATE KEY" not in controller.content
+    kernel = requests.get(f"{base}/assets/lab/vmlinuz", headers={"Range": "bytes=0-5"}, timeout=10)
+    assert kernel.status_code == 206 and kernel.content == b"kernel"
+    curl = require_tool("curl")
+    fetched = subprocess.run([curl, "-s", "--max-time", "30", f"tftp://127.0.0.1:{tftp_port}/undionly.kpxe"],
+                             capture_output=True, timeout=60)
+    assert fetched.returncode == 0
+    assert hashlib.sha256(fetched.stdout).digest() == hashlib.sha256(Path("/usr/lib/ipxe/undionly.kpxe").read_bytes()).digest()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def test_serve_refuses_what_it_cannot_do(tmp_path, run_cli):
+    assets = tmp_path / "assets"
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    result = run_cli("netboot", "serve", assets, "--listen", "127.0.0.1", "--http-port", "0", "--tftp-port", "0",
+                     "--dhcp", "full")
+    assert result.code == 2 and "needs --interface" in result.err
+    result = run_cli("netboot", "serve", assets, "--range", "10.213.0.100")
+    assert result.code == 2 and "FIRST-LAST" in result.err
+    result = run_cli("netboot", "serve", tmp_path / "missing")
+    assert result.code == 2
