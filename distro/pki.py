@@ -23,7 +23,7 @@ import ipaddress
 import pathlib
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -288,8 +288,8 @@ def _apiserver_profile(request: PKIRequest) -> LeafProfile:
     ips += [c.address for c in request.controllers]
     return LeafProfile(
         common_name="kube-apiserver",
-        dns_names=tuple(_unique(dns)),
-        ip_addresses=tuple(_unique(ips)),
+        dns_names=tuple(dict.fromkeys(dns)),
+        ip_addresses=tuple(dict.fromkeys(ips)),
         server_auth=True,
     )
 
@@ -301,7 +301,7 @@ def _etcd_profile(controller: ControllerIdentity) -> LeafProfile:
         common_name=controller.name,
         dns_names=(controller.name, "localhost"),
         ip_addresses=tuple(
-            _unique([controller.address, ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")])
+            dict.fromkeys([controller.address, ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")])
         ),
         server_auth=True,
         client_auth=True,
@@ -553,8 +553,8 @@ def _san_diff(cert: cx509.Certificate, profile: LeafProfile) -> tuple[list[str],
     have_dns, have_ips = cert_sans(cert)
     want_dns = {d.lower() for d in profile.dns_names}
     want_ips = set(profile.ip_addresses)
-    added = [d for d in _unique(profile.dns_names) if d.lower() not in have_dns]
-    added += [str(ip) for ip in _unique(profile.ip_addresses) if ip not in have_ips]
+    added = [d for d in dict.fromkeys(profile.dns_names) if d.lower() not in have_dns]
+    added += [str(ip) for ip in dict.fromkeys(profile.ip_addresses) if ip not in have_ips]
     removed = sorted(have_dns - want_dns)
     removed += [str(ip) for ip in sorted(have_ips - want_ips, key=lambda ip: (ip.version, int(ip)))]
     return added, removed
@@ -630,10 +630,3 @@ def _as_ip(value: str) -> IPAddress | None:
     except ValueError:
         return None
 
-
-def _unique(items: Iterable[_T]) -> list[_T]:
-    seen: list[_T] = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen

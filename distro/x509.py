@@ -14,8 +14,7 @@ import datetime
 import ipaddress
 import secrets
 from dataclasses import dataclass
-from collections.abc import Iterable
-from typing import TypeVar, Union
+from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -26,7 +25,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-_T = TypeVar("_T")
 
 # Kubernetes components accept RSA and ECDSA keys; anything else (Ed25519) breaks
 # at least the service-account token signer, so it is not offered.
@@ -131,8 +129,8 @@ def sign_leaf(
 
 
 def subject_alt_names(profile: LeafProfile) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName(d) for d in _unique(profile.dns_names)]
-    names += [x509.IPAddress(ip) for ip in _unique(profile.ip_addresses)]
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dict.fromkeys(profile.dns_names)]
+    names += [x509.IPAddress(ip) for ip in dict.fromkeys(profile.ip_addresses)]
     return names
 
 
@@ -301,10 +299,3 @@ def _extended_key_usages(profile: LeafProfile) -> list[x509.ObjectIdentifier]:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     return usages
 
-
-def _unique(items: Iterable[_T]) -> list[_T]:
-    seen: list[_T] = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
