@@ -178,8 +178,38 @@ def _set_environment(container: dict[str, Any], values: dict[str, str]) -> None:
             entry.update({"name": key, "value": value})
 
 
+def _policy_patch_problem(patch: Any) -> str | None:
+    """Patches that would change what is allowed are refused: nftables is rendered from the same policy
+    model, so such a change would make the two renderings disagree."""
+    kind = patch.target.kind
+    if kind == "GlobalNetworkPolicy":
+        return "GlobalNetworkPolicies are rendered from the host policy; change it with allow: rules instead"
+    if kind == "HostEndpoint":
+        touched = ([op.get("path", "") for op in patch.json_patch] if patch.json_patch is not None
+                   else list(_leaf_paths(patch.merge or {}, "")))
+        role = "/metadata/labels/" + ROLE_LABEL.replace("~", "~0").replace("/", "~1")
+        for path in touched:
+            if path.startswith("/spec") or path in ("", "/metadata", "/metadata/labels", role):
+                return ("a HostEndpoint's spec and role label decide which rules apply to it; only other labels "
+                        "and annotations may be patched")
+    return None
+
+
+def _leaf_paths(overlay: dict[str, Any], prefix: str) -> Iterator[str]:
+    for key, value in overlay.items():
+        path = f"{prefix}/{str(key).replace('~', '~0').replace('/', '~1')}"
+        if isinstance(value, dict) and value:
+            yield from _leaf_paths(value, path)
+        else:
+            yield path
+
+
 def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
     base = ("spec", "components", KEY)
+    for index, patch in enumerate(options.patches):
+        problem = _policy_patch_problem(patch)
+        if problem:
+            yield (*base, "patches", index, "target"), problem
     spec = cluster.spec
     if not options.management_cidrs and not spec.network.management_cidrs:
         yield (*base, "managementCIDRs"), (

@@ -41,15 +41,40 @@ def apply_patches(objects: list[dict[str, Any]], patches: list[Patch]) -> list[d
                 raise PatchError(index, f"jsonPatch is malformed: {exc}") from None
         else:
             result[position] = merge_overlay(result[position], patch.merge or {})
-        if not isinstance(result[position], dict) or not result[position].get("kind"):
-            raise PatchError(index, "the patched object lost its kind; patch fields, not the whole object")
+        problem = _identity_problem(result, position)
+        if problem:
+            raise PatchError(index, problem)
     return result
 
 
+def _identity_problem(objects: list[Any], position: int) -> str | None:
+    """A patched object must stay a well-formed, unique Kubernetes object."""
+    obj = objects[position]
+    if not isinstance(obj, dict):
+        return "the patch replaced the whole object; patch its fields instead"
+    metadata = obj.get("metadata")
+    for field, value in (("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind")),
+                         ("metadata.name", metadata.get("name") if isinstance(metadata, dict) else None)):
+        if not isinstance(value, str) or not value:
+            return f"the patched object has no {field} (a non-empty string); leave it as rendered"
+    identity = _identity(obj)
+    if any(_identity(other) == identity for i, other in enumerate(objects) if i != position):
+        return f"the patched object is now {identity[0]} {identity[2]!r}, like another rendered object; names must stay unique"
+    return None
+
+
+def _identity(obj: Any) -> tuple[Any, Any, Any]:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}
+    return obj.get("kind") if isinstance(obj, dict) else None, metadata.get("namespace"), metadata.get("name")
+
+
 def merge_overlay(base: Any, overlay: Any) -> Any:
-    """Mappings merge key by key; None deletes a key; lists and scalars replace."""
-    if not isinstance(base, dict) or not isinstance(overlay, dict):
+    """Mappings merge key by key; None deletes a key (also inside new mappings); lists and scalars replace."""
+    if not isinstance(overlay, dict):
         return copy.deepcopy(overlay)
+    if not isinstance(base, dict):
+        base = {}
     merged = dict(base)
     for key, value in overlay.items():
         if value is None:

@@ -74,7 +74,7 @@ class _UpstreamSource:
     missing: list[str] = field(default_factory=list)
 
     def files(self, module: Any, options: Any) -> Iterator[tuple[str, AssetFile]]:
-        for name in module.upstream(options):
+        for position, name in enumerate(module.upstream(options)):
             manifest = release.UPSTREAM[name]
             data = read_cached(self.cache, manifest)
             if data is None:
@@ -88,7 +88,8 @@ class _UpstreamSource:
                 adjusted = adjust(name, copy.deepcopy(documents), self.plan, options)
                 if adjusted != documents:
                     data = dump_yaml_all(adjusted).encode()
-            yield f"manifests/{module.KEY}/00-upstream-{name}.yaml", AssetFile(data)
+            # 00-<n>-: before Stellwerk's own objects, in the order the component lists them (CRDs first).
+            yield f"manifests/{module.KEY}/00-{position}-upstream-{name}.yaml", AssetFile(data)
 
     def finish(self) -> None:
         if self.missing:

@@ -69,6 +69,10 @@ def fetch(manifests: Iterable[UpstreamManifest], cache: Path, *, mirror: Path | 
                 results.append(FetchResult(manifest, "fetched"))
         except _FetchError as exc:
             problems.append(Problem(exc.where, None, "", f"{manifest.name} {manifest.version}: {exc.message}"))
+        except OSError as exc:
+            where = exc.filename or (mirror if mirror is not None else cache)
+            problems.append(Problem(str(where), None, "", f"{manifest.name} {manifest.version}: {exc.strerror or exc}; "
+                                    "use a writable --cache-dir (and a readable --mirror)"))
     if problems:
         raise UserError(problems)
     return results

@@ -56,14 +56,23 @@ def _lock(assets_dir: Path) -> dict:
 
 
 def _server_address(options: ServeOptions) -> ipaddress.IPv4Address:
-    if options.listen not in ("0.0.0.0", "::"):
-        return ipaddress.IPv4Address(options.listen)
+    if options.listen != "0.0.0.0":
+        try:
+            return ipaddress.IPv4Address(options.listen)
+        except ValueError:
+            raise UserError(Problem(f"--listen {options.listen}", None, "",
+                                    "is not an IPv4 address of this host (or 0.0.0.0 with --interface)")) from None
     if options.interface is None:
         raise UserError(Problem("--listen", None, "", "listening on every address needs --interface IF, so the "
                                 "address machines are sent to is known; or give --listen ADDR"))
     from .dhcp import interface_ipv4
 
-    return interface_ipv4(options.interface)
+    try:
+        return interface_ipv4(options.interface)
+    except (OSError, ValueError) as exc:
+        raise UserError(Problem(f"--interface {options.interface}", None, "",
+                                f"has no usable IPv4 address ({getattr(exc, 'strerror', None) or exc}); "
+                                "name the provisioning network's interface (see 'ip -4 addr')")) from None
 
 
 def dhcp_server(options: ServeOptions, store, server_ip: ipaddress.IPv4Address, http_port: int):
@@ -88,9 +97,24 @@ def dhcp_server(options: ServeOptions, store, server_ip: ipaddress.IPv4Address, 
             if mac and isinstance(address, str):
                 reservations.append(Reservation(mac, address, group.metadata.get("node")))
     lease_file = options.assets_dir / "state" / "dhcp-leases.json"
-    lease_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lease_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(Problem(str(lease_file.parent), None, "", f"cannot hold the DHCP leases: {exc.strerror}")) from None
     return DHCPServer(options.interface, server_ip, options.dhcp, pool=pool, reservations=reservations,
                       boot=boot, lease_file=lease_file)
+
+
+def _start(what: str, start):
+    """Start one service; a socket that cannot be had is the operator's to fix, named by its option."""
+    from .dhcp import DHCPStartError
+
+    try:
+        return start()
+    except (OSError, DHCPStartError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(Problem(what, None, "", f"cannot start: {reason}; ports below 1024 need root, "
+                                "and the port must not be in use by another server")) from None
 
 
 def serve(options: ServeOptions, ready: threading.Event | None = None, stop: threading.Event | None = None,
@@ -107,16 +131,18 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
     with tempfile.TemporaryDirectory(prefix="stellwerk-tftp-") as scratch:
         try:
             # No public URL: scripts name the address each machine reached us on.
-            http = BootServer(store, options.assets_dir, options.listen, options.http_port,
-                              serve_controller_secrets=options.serve_controller_secrets)
-            http.start()
+            http = _start(f"--http-port {options.http_port}", lambda: BootServer(
+                store, options.assets_dir, options.listen, options.http_port,
+                serve_controller_secrets=options.serve_controller_secrets))
+            _start(f"--http-port {options.http_port}", http.start)
             started.append(http)
-            tftp = TFTPServer(tftp_root(options.ipxe_dir, Path(scratch)), options.listen, options.tftp_port)
-            tftp.start()
+            root = tftp_root(options.ipxe_dir, Path(scratch))
+            tftp = TFTPServer(root, options.listen, options.tftp_port)
+            _start(f"--tftp-port {options.tftp_port}", tftp.start)
             started.append(tftp)
             if options.dhcp != "off":
                 dhcp = dhcp_server(options, store, server_ip, http.port)
-                dhcp.start()
+                _start(f"--dhcp {options.dhcp} --interface {options.interface}", dhcp.start)
                 started.append(dhcp)
             announce(f"serving {len(store.groups)} machines from {options.assets_dir}: http://{server_ip}:{http.port}/boot.ipxe, "
                      f"tftp {server_ip}:{tftp.port}, dhcp {options.dhcp}")
@@ -126,9 +152,6 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
             if ready is not None:
                 ready.set()
             stop.wait()
-        except OSError as exc:
-            raise UserError(Problem(f"{options.listen}", None, "", f"cannot listen: {exc.strerror or exc}; "
-                                    "ports below 1024 need root, and the port must be free")) from None
         finally:
             for service in reversed(started):
                 service.stop()

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +81,19 @@ def test_serve_refuses_what_it_cannot_do(tmp_path, run_cli):
     assert result.code == 2 and "FIRST-LAST" in result.err
     result = run_cli("netboot", "serve", tmp_path / "missing")
     assert result.code == 2
+
+
+def test_bad_addresses_interfaces_and_busy_ports_are_user_errors(tmp_path, run_cli):
+    assets = tmp_path / "assets"
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    result = run_cli("netboot", "serve", assets, "--listen", "foo")
+    assert result.code == 2 and "--listen foo: is not an IPv4 address" in result.err
+    result = run_cli("netboot", "serve", assets, "--interface", "nosuch0")
+    assert result.code == 2 and "--interface nosuch0: has no usable IPv4 address" in result.err
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("netboot", "serve", assets, "--listen", "127.0.0.1", "--http-port", port, "--tftp-port", "0")
+    assert result.code == 2 and f"--http-port {port}: cannot start" in result.err
+    assert "Traceback" not in result.err

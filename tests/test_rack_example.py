@@ -85,8 +85,8 @@ def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_
         server.server_close()
     result = render(RACK, tmp_path / "assets", cache_dir=cache)
     metallb = sorted(p.name for p in (tmp_path / "assets/manifests/metallb").iterdir())
-    assert metallb[0] == "00-upstream-metallb-native.yaml"
-    assert (tmp_path / "assets/manifests/metallb/00-upstream-metallb-native.yaml").read_bytes() == body
+    assert metallb[0] == "00-0-upstream-metallb-native.yaml"
+    assert (tmp_path / "assets/manifests/metallb/00-0-upstream-metallb-native.yaml").read_bytes() == body
     assert not any("metallb-native" in note for note in result.notes)
     assert any("rook-crds" in note for note in result.notes)
 
@@ -108,7 +108,28 @@ def test_calico_node_gets_the_cluster_pod_network_and_node_address_method(tmp_pa
     cache_path(cache, pin).parent.mkdir(parents=True)
     cache_path(cache, pin).write_bytes(body)
     render(RACK, tmp_path / "assets", cache_dir=cache)
-    documents = list(yaml.safe_load_all((tmp_path / "assets/manifests/hostProtection/00-upstream-calico.yaml").read_text()))
+    documents = list(yaml.safe_load_all((tmp_path / "assets/manifests/hostProtection/00-0-upstream-calico.yaml").read_text()))
     assert documents[0]["kind"] == "ServiceAccount"
     env = {e["name"]: e["value"] for e in documents[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env == {"IP": "autodetect", "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip", "CALICO_IPV4POOL_CIDR": "10.2.0.0/16"}
+
+
+def test_upstream_manifests_are_written_in_the_order_the_component_lists_them(tmp_path, monkeypatch):
+    from stellwerk import release
+    from stellwerk.components import rook_ceph
+    from stellwerk.render import render
+    from stellwerk.upstream import cache_path
+
+    cache = tmp_path / "cache"
+    for name in rook_ceph.upstream(None):
+        body = f"# fixture for {name}\n".encode()
+        pin = release.UpstreamManifest(name, "rook", "v1.20.6", f"https://example.invalid/{name}.yaml",
+                                       hashlib.sha256(body).hexdigest(), len(body))
+        monkeypatch.setitem(release.UPSTREAM, name, pin)
+        cache_path(cache, pin).parent.mkdir(parents=True, exist_ok=True)
+        cache_path(cache, pin).write_bytes(body)
+    render(RACK, tmp_path / "assets", cache_dir=cache)
+    on_disk = sorted(p.name for p in (tmp_path / "assets/manifests/rookCeph").iterdir())
+    upstream = [name for name in on_disk if "-upstream-" in name]
+    assert [name.split("-upstream-", 1)[1][:-5] for name in upstream] == list(rook_ceph.upstream(None))
+    assert on_disk[:len(upstream)] == upstream  # before Stellwerk's own objects

@@ -111,3 +111,14 @@ def test_cli_fetch_refuses_files_that_do_not_match_the_release_pins(tmp_path, ru
     assert "calico v3.32.1: not in the mirror" in result.err  # every missing file is named, not just the first
     assert "Traceback" not in result.err
     assert run_cli("components", "fetch").code == 2
+
+
+def test_an_unusable_cache_is_a_user_error(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "fixture.yaml").write_bytes(BODY)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(UserError) as caught:
+        fetch([pin("https://example.invalid/fixture.yaml")], blocker / "cache", mirror=mirror)
+    assert "use a writable --cache-dir" in str(caught.value)
