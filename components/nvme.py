@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
+from stellwerk.components.claims import Claim
 from stellwerk.components.templating import render_template
 from stellwerk.components.unitnames import mount_unit_name
 from stellwerk.components.base import ComponentOptions, NodeFragment
@@ -205,7 +206,17 @@ def _raid_rules(cluster: Cluster, loc: tuple, raid: RaidOptions,
                 yield (*loc, "devices", index), (
                     f"{device} {what} node {name}'s installDisk {disk}: installing the OS would destroy the array; "
                     "remove it from raid.devices or give the node another installDisk")
-    yield from _rook_conflicts(cluster, loc, raid, nodes)
+
+
+def claims(cluster: Cluster, options: Options) -> Iterator[Claim]:
+    raid = options.raid
+    if raid is None:
+        return
+    loc = ("spec", "components", KEY, "raid")
+    for node in _raid_nodes(cluster, raid):
+        for index, device in enumerate(raid.devices):
+            yield Claim(node, "disk", device, (*loc, "devices", index), "nvme.raid.devices")
+        yield Claim(node, "mount", raid.mount_path, (*loc, "mountPath"), "nvme.raid.mountPath")
 
 
 def _on_disk(device: str, disk: str) -> bool:
@@ -216,49 +227,6 @@ def _on_disk(device: str, disk: str) -> bool:
     rest = device[len(disk):] if device.startswith(disk) else ""
     pattern = r"p\d+" if disk[-1:].isdigit() else r"\d+"
     return bool(rest) and (re.fullmatch(pattern, rest) is not None or re.fullmatch(r"-part\d+", rest) is not None)
-
-
-def _rook_conflicts(cluster: Cluster, loc: tuple, raid: RaidOptions, nodes: list[str]) -> Iterator[tuple[tuple, str]]:
-    """RAID members that Rook-Ceph would also take as OSD disks.
-
-    Read with getattr only, so this works whether or not the rook_ceph
-    component is part of the build. Rook's selection, as that component defines
-    it: without rookCeph.nodes, deviceFilter picks disks on every worker; with
-    nodes, each listed node gives its devices, or the deviceFilter matches when
-    it lists none.
-    """
-    rook = getattr(cluster.spec.components, "rook_ceph", None)
-    if rook is None:
-        return
-    device_filter = getattr(rook, "device_filter", None)
-    try:
-        pattern = re.compile(device_filter) if device_filter else None
-    except re.error:
-        pattern = None  # the rook component reports its own bad filter
-    listed = getattr(rook, "nodes", None) or []
-    filtered: set[str] = set()
-    claimed: dict[str, set[str]] = {}
-    if listed:
-        for rook_node in listed:
-            devices = {_as_device_path(d) for d in (getattr(rook_node, "devices", None) or [])}
-            claimed[getattr(rook_node, "name", "")] = devices
-            if not devices:
-                filtered.add(getattr(rook_node, "name", ""))
-    else:
-        filtered = {node.name for pool in cluster.spec.worker_pools for node in pool.nodes}
-    for index, device in enumerate(raid.devices):
-        name = posixpath.basename(device)
-        for node in nodes:
-            if pattern is not None and node in filtered and pattern.search(name):
-                yield (*loc, "devices", index), (
-                    f"{device} on node {node} is also claimed by rookCeph.deviceFilter {device_filter!r} (it matches "
-                    f"{name!r}); a disk is either a RAID member or a Ceph OSD: narrow the filter or remove the device")
-                break
-            if device in claimed.get(node, ()):
-                yield (*loc, "devices", index), (
-                    f"{device} on node {node} is also claimed by rookCeph.nodes[{node}].devices; a disk is either "
-                    "a RAID member or a Ceph OSD: remove it from one of them")
-                break
 
 
 def _as_device_path(device: str) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
+from stellwerk.components.claims import Claim
 from stellwerk.components.templating import render_template
 from stellwerk.components.unitnames import device_unit_name, mount_unit_name
 from stellwerk.components.base import ComponentOptions, NodeFragment
@@ -252,6 +253,23 @@ class Options(ComponentOptions):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def claims(cluster: Cluster, options: Options) -> Iterator[Claim]:
+    where = (*_HERE, options.engine)
+    engine = options.engine_options()
+    label = f"openebs.{options.engine}"
+    for node in storage_node_names(cluster, options):
+        if isinstance(engine, HostpathOptions):
+            yield Claim(node, "mount", engine.base_path, (*where, "basePath"), f"{label}.basePath")
+            if engine.device is not None:
+                yield Claim(node, "disk", engine.device, (*where, "device"), f"{label}.device")
+        elif isinstance(engine, (LVMOptions, ZFSOptions)):
+            for index, device in enumerate(engine.devices):
+                yield Claim(node, "disk", device, (*where, "devices", index), f"{label}.devices")
+    if isinstance(engine, MayastorOptions):
+        for index, pool in enumerate(engine.pools):
+            yield Claim(pool.node, "disk", pool.device, (*where, "pools", index, "device"), f"{label}.pools")
 
 
 def storage_node_names(cluster: Cluster, options: Options) -> list[str]:

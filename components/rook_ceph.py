@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from stellwerk.components.claims import Claim
 from stellwerk.components.templating import render_template
 from stellwerk.components.base import ComponentOptions, NodeFragment
 from stellwerk.ignition.model import Config, Disk, Unit
@@ -254,6 +255,27 @@ def _lvm_reasons(options: Options) -> list[str]:
     if options.osds_per_device > 1:
         reasons.append(f"osdsPerDevice {options.osds_per_device}")
     return reasons
+
+
+def claims(cluster: Cluster, options: Options) -> Iterator[Claim]:
+    """Rook's selection: without nodes, deviceFilter picks disks on every worker; with nodes, each listed
+    node gives its devices, or the deviceFilter matches when it lists none."""
+    base = ("spec", "components", KEY)
+    if not options.nodes:
+        if options.device_filter:
+            for pool in cluster.spec.worker_pools:
+                for node in pool.nodes:
+                    yield Claim(node.name, "disk-filter", options.device_filter, (*base, "deviceFilter"),
+                                "rookCeph.deviceFilter")
+        return
+    for index, osd_node in enumerate(options.nodes):
+        if osd_node.devices:
+            for device_index, device in enumerate(osd_node.devices):
+                yield Claim(osd_node.name, "disk", _dev_path(device), (*base, "nodes", index, "devices", device_index),
+                            f"rookCeph.nodes[{osd_node.name}].devices")
+        elif options.device_filter:
+            yield Claim(osd_node.name, "disk-filter", options.device_filter, (*base, "deviceFilter"),
+                        "rookCeph.deviceFilter")
 
 
 def _dev_path(device: str) -> str:

@@ -59,10 +59,16 @@ def _components(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     from .components import MODULES
     from .spec import component_field
 
+    from .components.claims import conflicts
+
+    claims = []
     for module in MODULES:
         options = getattr(cluster.spec.components, component_field(module))
         if options is not None:
             yield from module.check(cluster, options)
+            if hasattr(module, "claims"):
+                claims += module.claims(cluster, options)
+    yield from conflicts(claims)
 
 
 def _quorum(cluster: Cluster) -> Iterator[tuple[Location, str]]:

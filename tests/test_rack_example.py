@@ -133,3 +133,21 @@ def test_upstream_manifests_are_written_in_the_order_the_component_lists_them(tm
     upstream = [name for name in on_disk if "-upstream-" in name]
     assert [name.split("-upstream-", 1)[1][:-5] for name in upstream] == list(rook_ceph.upstream(None))
     assert on_disk[:len(upstream)] == upstream  # before Stellwerk's own objects
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("      hostpath: {basePath: /var/mnt/openebs}\n", "      hostpath: {basePath: /var/mnt/data}\n",
+     "/var/mnt/data on node w1 is also mounted by openebs.hostpath.basePath"),
+    ("      hostpath: {basePath: /var/mnt/openebs}\n", "      hostpath: {basePath: /var/mnt/openebs, device: /dev/nvme2n1}\n",
+     "/dev/nvme2n1 on node w1 is also claimed by openebs.hostpath.device"),
+    ("      engine: hostpath\n      hostpath: {basePath: /var/mnt/openebs}\n",
+     "      engine: lvm\n      lvm: {devices: [/dev/nvme3n1]}\n",
+     "/dev/nvme3n1 on node w1 is also claimed by rookCeph.deviceFilter '^nvme[34]n1$' (it matches 'nvme3n1')"),
+])
+def test_two_components_cannot_take_the_same_disk_or_mount_path(run_cli, tmp_path, old, new, message):
+    from conftest import write_cluster
+
+    text = RACK.read_text()
+    assert old in text
+    result = run_cli("validate", write_cluster(tmp_path, text.replace(old, new)))
+    assert result.code == 2 and message in result.err, result.err
