@@ -7,6 +7,7 @@ once and then only read. Everything that writes them goes through here.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -32,7 +33,36 @@ def make_dirs(path: Path) -> None:
         os.chmod(directory, DIR_MODE)
 
 
-def write_new_files(files: Iterable[tuple[Path, bytes, int]]) -> None:
+# A batch records what it is about to create in this file of the directory it writes to, and removes
+# the record when every file is in place. A record left behind marks files of an interrupted batch.
+JOURNAL = ".stellwerk-pending.json"
+
+
+def recover_interrupted(directory: Path) -> list[str]:
+    """Remove the files an interrupted batch created in `directory` (and below); return their names.
+
+    They were created together and nothing was rendered from them (rendering
+    starts only after every secret is in place), so removing them lets the
+    batch run again whole instead of leaving a key without its certificate.
+    """
+    journal = directory / JOURNAL
+    try:
+        names = json.loads(journal.read_text())["files"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []
+    removed = []
+    for name in names:
+        path = directory / name
+        if isinstance(name, str) and ".." not in Path(name).parts and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    journal.unlink()
+    return removed
+
+
+def write_new_files(files: Iterable[tuple[Path, bytes, int]], journal_dir: Path | None = None) -> None:
     """Create each (path, data, mode); never replace a file that exists.
 
     Every file is first written to a temporary name in its directory, all are
@@ -53,6 +83,12 @@ def write_new_files(files: Iterable[tuple[Path, bytes, int]]) -> None:
             temp = staging_dirs[parent] / path.name
             _write(temp, data, mode)
             staged.append((temp, path, data, mode))
+        journal = None
+        if staged and journal_dir is not None:
+            make_dirs(journal_dir)
+            journal = journal_dir / JOURNAL
+            record = {"files": [str(path.relative_to(journal_dir)) for _, path, _, _ in staged]}
+            _write(journal, json.dumps(record).encode(), 0o600)
         if staged:
             os.sync()
         for temp, path, data, mode in staged:
@@ -66,6 +102,8 @@ def write_new_files(files: Iterable[tuple[Path, bytes, int]]) -> None:
                 # A filesystem without hard links: O_EXCL still never clobbers; an
                 # interrupted write leaves a truncated PEM, which the next run reports.
                 _write(path, data, mode)
+        if journal is not None:
+            journal.unlink()
     finally:
         for directory in staging_dirs.values():
             shutil.rmtree(directory, ignore_errors=True)

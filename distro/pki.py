@@ -30,7 +30,7 @@ from typing import TypeVar
 from cryptography import x509 as cx509
 
 from .errors import SecretsError
-from .fsutil import replace_file, write_new_files
+from .fsutil import recover_interrupted, replace_file, write_new_files
 from .x509 import (
     KEY_ALGORITHMS,
     IPAddress,
@@ -131,6 +131,7 @@ def load_or_create_pki(
     """
     now = _utc_now(now)
     _check_request(request)
+    recover_interrupted(pki_dir)
     files = _Files(pki_dir)
     leaves = _leaves(request)
 
@@ -568,7 +569,7 @@ def _apply(files: _Files, writes: list[_Write]) -> None:
     # before the certificate itself is replaced.
     current = None
     try:
-        write_new_files((files.root / w.rel, w.data, w.mode) for w in writes if not w.replace)
+        write_new_files(((files.root / w.rel, w.data, w.mode) for w in writes if not w.replace), journal_dir=files.root)
         for write in writes:
             if write.replace:
                 current = write

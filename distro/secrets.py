@@ -16,6 +16,7 @@ from .pki import PKI, ControllerIdentity, PKIRequest, load_or_create_pki
 from .plan import Plan
 from .tokens import BootstrapToken, generate_token, read_token, write_token
 from .wireguard import WireGuardKey, generate_key, read_key, write_keys
+from .wireguard import recover as recover_wireguard
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ def pki_request(plan: Plan) -> PKIRequest:
 def load_or_create_secrets(assets_dir: Path, plan: Plan, now: datetime | None = None) -> Secrets:
     wireguard_dir = assets_dir / "wireguard"
     token_path = assets_dir / "auth" / "bootstrap-token"
+    # A first write that was interrupted left a journal: its half-written pairs go, and are made again.
+    if wireguard_dir.is_dir():
+        recover_wireguard(wireguard_dir)
     # Read and check first: any SecretsError here leaves the directory untouched.
     wireguard = {node.name: read_key(wireguard_dir, node.name) for node in plan.nodes} if plan.spec.wireguard.enabled else {}
     token = read_token(token_path)

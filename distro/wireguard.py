@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .errors import SecretsError
-from .fsutil import write_new_files
+from .fsutil import recover_interrupted, write_new_files
 
 _RAW = serialization.Encoding.Raw
 
@@ -33,6 +33,11 @@ def generate_key() -> WireGuardKey:
 
 def _public_of(private: X25519PrivateKey) -> str:
     return base64.b64encode(private.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)).decode()
+
+
+def recover(directory: Path) -> list[str]:
+    """Remove the keys of an interrupted first write (see fsutil.recover_interrupted)."""
+    return recover_interrupted(directory)
 
 
 def read_key(directory: Path, node: str) -> WireGuardKey | None:
@@ -59,11 +64,11 @@ def read_key(directory: Path, node: str) -> WireGuardKey | None:
 
 
 def write_keys(directory: Path, keys: dict[str, WireGuardKey]) -> None:
-    write_new_files(
+    write_new_files((
         entry
         for node, key in keys.items()
         for entry in (
             (directory / f"{node}.key", (key.private_key + "\n").encode(), 0o600),
             (directory / f"{node}.pub", (key.public_key + "\n").encode(), 0o644),
         )
-    )
+    ), journal_dir=directory)

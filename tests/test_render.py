@@ -411,3 +411,34 @@ def test_render_writes_the_netboot_machine_store(rendered):
         assert group["profile"] == "lab"
         assert group["metadata"]["node"] == name
         assert (rendered / f"nodes/{group['metadata']['node']}/ignition.json").exists()
+
+
+@pytest.mark.parametrize("links_before_crash", [1, 7, 30, 40])
+def test_a_first_render_interrupted_while_writing_secrets_recovers_on_the_next(tmp_path, run_cli, monkeypatch,
+                                                                                 links_before_crash):
+    """Kill the first write of secrets after some hard links (as a power cut would); the next render must
+    not demand a 'restore from backup' for files that never were complete."""
+    real_link = os.link
+    calls = {"n": 0}
+
+    def link_then_crash(src, dst, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > links_before_crash:
+            raise KeyboardInterrupt("simulated crash")
+        return real_link(src, dst, *args, **kwargs)
+
+    assets = tmp_path / "assets"
+    from stellwerk.render import render
+
+    monkeypatch.setattr(os, "link", link_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        render(EXAMPLE, assets)
+    monkeypatch.setattr(os, "link", real_link)
+    assert any(assets.rglob(".stellwerk-pending.json"))
+    result = run_cli("render", EXAMPLE, "-o", assets)
+    assert result.code == 0, result.err
+    assert not any(assets.rglob(".stellwerk-pending.json"))
+    openssl = require_tool("openssl")
+    check = subprocess.run([openssl, "verify", "-CAfile", str(assets / "pki/ca.crt"), str(assets / "pki/apiserver.crt")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
