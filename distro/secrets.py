@@ -15,7 +15,7 @@ from .errors import SecretsError
 from .pki import PKI, ControllerIdentity, PKIRequest, load_or_create_pki
 from .plan import Plan
 from .tokens import BootstrapToken, generate_token, read_token, write_token
-from .wireguard import WireGuardKey, generate_key, read_key, write_keys
+from .wireguard import WireGuardKey, generate_key, read_key, write_keys, write_missing_public_keys
 from .wireguard import recover as recover_wireguard
 
 
@@ -60,6 +60,8 @@ def load_or_create_secrets(assets_dir: Path, plan: Plan, now: datetime | None = 
     created = list(pki.created)
     new_keys = {name: generate_key() for name, key in wireguard.items() if key is None}
     try:
+        existing = {name: key for name, key in wireguard.items() if key is not None}
+        created += [f"wireguard/{name}" for name in write_missing_public_keys(wireguard_dir, existing)]
         write_keys(wireguard_dir, new_keys)
         wireguard.update(new_keys)
         created += [f"wireguard/{name}.{suffix}" for name in new_keys for suffix in ("key", "pub")]

@@ -48,8 +48,7 @@ def read_key(directory: Path, node: str) -> WireGuardKey | None:
         return None
     if not key_path.exists():
         raise SecretsError(f"{label}.key", f"missing while {node}.pub exists; restore it, or delete {node}.pub to generate a new pair")
-    if not pub_path.exists():
-        raise SecretsError(f"{label}.pub", f"missing while {node}.key exists; restore it, or delete {node}.key to generate a new pair")
+    # A missing .pub is derived from the key (see write_missing_public_keys); a missing key is not derivable.
     private_text = key_path.read_text(encoding="ascii", errors="replace").strip()
     try:
         raw = base64.b64decode(private_text, validate=True)
@@ -58,9 +57,19 @@ def read_key(directory: Path, node: str) -> WireGuardKey | None:
     if len(raw) != 32:
         raise SecretsError(f"{label}.key", "is not a WireGuard private key (base64 of 32 bytes); restore it from backup")
     public = _public_of(X25519PrivateKey.from_private_bytes(raw))
+    if not pub_path.exists():
+        return WireGuardKey(private_text, public)
     if pub_path.read_text(encoding="ascii", errors="replace").strip() != public:
         raise SecretsError(f"{label}.pub", f"does not belong to {node}.key; restore the matching pair, or delete both to generate a new one")
     return WireGuardKey(private_text, public)
+
+
+def write_missing_public_keys(directory: Path, keys: dict[str, WireGuardKey]) -> list[str]:
+    """Write <node>.pub where only <node>.key is on disk; return the file names written."""
+    missing = {node: key for node, key in keys.items() if not (directory / f"{node}.pub").exists()}
+    write_new_files(((directory / f"{node}.pub", (key.public_key + "\n").encode(), 0o644) for node, key in missing.items()),
+                    journal_dir=directory)
+    return [f"{node}.pub" for node in missing]
 
 
 def write_keys(directory: Path, keys: dict[str, WireGuardKey]) -> None:

@@ -442,3 +442,21 @@ def test_a_first_render_interrupted_while_writing_secrets_recovers_on_the_next(t
     check = subprocess.run([openssl, "verify", "-CAfile", str(assets / "pki/ca.crt"), str(assets / "pki/apiserver.crt")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_lost_wireguard_public_key_is_derived_again_from_its_private_key(tmp_path, run_cli):
+    wg = require_tool("wg")
+    assets = tmp_path / "assets"
+    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
+    private = (assets / "wireguard/w1.key").read_text()
+    (assets / "wireguard/w1.pub").unlink()
+    result = run_cli("render", EXAMPLE, "-o", assets)
+    assert result.code == 0, result.err
+    assert "+ wireguard/w1.pub" in result.out
+    assert (assets / "wireguard/w1.key").read_text() == private
+    derived = subprocess.run([wg, "pubkey"], input=private, capture_output=True, text=True, check=True).stdout
+    assert (assets / "wireguard/w1.pub").read_text() == derived
+    assert stat.S_IMODE((assets / "wireguard/w1.pub").stat().st_mode) == 0o644
+    (assets / "wireguard/w1.key").unlink()  # the private key cannot be derived: that stays an error
+    result = run_cli("render", EXAMPLE, "-o", assets)
+    assert result.code == 2 and "wireguard/w1.key: missing while w1.pub exists" in result.err
