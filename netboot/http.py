@@ -296,13 +296,17 @@ class BootServer:
             raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} names no node (metadata.node), "
                             "so there is no config to serve", counter="not_found", mac=mac, group=group.name)
         try:
-            data = selection.config_path.read_bytes()
+            # Sent with sendfile like boot files: a config carries the whole WireGuard mesh, so on a large
+            # cluster it is hundreds of KiB that need not pass through Python.
+            fd = os.open(selection.config_path, os.O_RDONLY | os.O_NOFOLLOW)
+            size = os.fstat(fd).st_size
         except OSError as exc:
             raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
                             f"{exc.strerror}; run `stellwerk render` again and restart netboot",
                             counter="server_errors", mac=mac, group=group.name) from None
         content_type = IGNITION_TYPE if kind == "ignition" else CLOUD_CONFIG_TYPE
-        return Response(200, data, content_type, mac=mac, group=group.name)
+        return Response(200, b"", content_type, headers=[("Cache-Control", "no-store")], file=(fd, 0, size),
+                        length=size, mac=mac, group=group.name)
 
     def _nocloud(self, request: Request) -> Response:
         # /nocloud/<labels as a query>/<file>: cloud-init appends the file name to the seed URL (ipxe.py).
