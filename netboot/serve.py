@@ -117,6 +117,17 @@ def _start(what: str, start):
                                 "and the port must not be in use by another server")) from None
 
 
+def _reload(http, announce) -> None:
+    """SIGHUP after a re-render: serve the new machine store; a broken one is reported and the old one kept."""
+    try:
+        store = http.reload()
+    except UserError as exc:
+        for problem in exc.problems:
+            announce(f"reload refused, still serving the previous store: {problem}")
+        return
+    announce(f"reloaded: serving {len(store.groups)} machines")
+
+
 def serve(options: ServeOptions, ready: threading.Event | None = None, stop: threading.Event | None = None,
           announce=print) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set); every service is stopped on the way out."""
@@ -149,6 +160,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
             if threading.current_thread() is threading.main_thread():
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(signum, lambda *_: stop.set())
+                signal.signal(signal.SIGHUP, lambda *_: _reload(http, announce))
             if ready is not None:
                 ready.set()
             stop.wait()

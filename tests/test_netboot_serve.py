@@ -67,6 +67,15 @@ def test_serve_answers_booting_machines_and_stops_cleanly(served):
                              capture_output=True, timeout=60)
     assert fetched.returncode == 0
     assert hashlib.sha256(fetched.stdout).digest() == hashlib.sha256(Path("/usr/lib/ipxe/undionly.kpxe").read_bytes()).digest()
+    # A re-render adds a machine; SIGHUP makes the running server see it.
+    import json
+
+    group = json.loads((assets / "netboot/groups/w1.json").read_text())
+    group.update(name="w9", selector={"mac": "52:54:00:00:00:99"})
+    (assets / "netboot/groups/w9.json").write_text(json.dumps(group))
+    process.send_signal(signal.SIGHUP)
+    assert "reloaded: serving 5 machines" in process.stdout.readline()
+    assert requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:00:99"}, timeout=10).status_code == 200
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
 
