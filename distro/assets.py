@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import Problem, UserError
-from .fsutil import make_dirs
+from .fsutil import make_dirs, replace_file
 
 RECORD = ".stellwerk-assets.json"
 SECRET_TREES = ("pki", "wireguard")
@@ -156,10 +156,7 @@ def _write_record(root: Path, cluster: str, files: list[str]) -> None:
     path = root / RECORD
     if path.exists() and path.read_bytes() == data:
         return
-    temp = root / f"{RECORD}.tmp"
-    temp.write_bytes(data)
-    os.chmod(temp, 0o644)
-    os.replace(temp, path)
+    replace_file(path, data, 0o644)
 
 
 def _check_relative(root: Path, relative: str) -> None:

@@ -28,6 +28,8 @@ from typing import Any
 
 from stellwerk.fsutil import replace_file
 
+from .store import normalize_mac  # one MAC spelling rule for the store, DHCP and leases
+
 log = logging.getLogger("stellwerk.netboot.dhcp")
 
 LEASE_FILE_VERSION = 1
@@ -35,14 +37,6 @@ LEASE_FILE_VERSION = 1
 
 class LeaseFileError(ValueError):
     """The lease file exists but cannot be read as a lease table; the message names file and problem."""
-
-
-def normalize_mac(mac: str) -> str:
-    """`52-54-00-AA-00-01` or `5254.00aa.0001` -> `52:54:00:aa:00:01`; ValueError if it is no MAC."""
-    hexdigits = re.sub(r"[:\-.]", "", str(mac)).lower()
-    if len(hexdigits) != 12 or not re.fullmatch(r"[0-9a-f]{12}", hexdigits):
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return ":".join(hexdigits[i:i + 2] for i in range(0, 12, 2))
 
 
 def _address(value: Any, what: str) -> IPv4Address:
