@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import subprocess
 import textwrap
-import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import EXAMPLE, require_tool, write_cluster
+from conftest import EXAMPLE, require_tool, static_http, write_cluster
 from ignition_engine import apply, require_engine, validate
 from k8s_schemas import validate_object
 
@@ -196,16 +193,8 @@ def metadata_server(tmp_path):
     root.mkdir()
     (root / "metadata").write_text(json.dumps(METADATA))
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/metadata"
-    httpd.shutdown()
-    httpd.server_close()
+    with static_http(root) as base:
+        yield f"{base}/metadata"
 
 
 def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:

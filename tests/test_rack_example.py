@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, static_http
 from ignition_engine import apply, validate
 from k8s_schemas import validate_object
 
@@ -71,18 +68,12 @@ def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_
     www = tmp_path / "www"
     www.mkdir()
     (www / "metallb-native.yaml").write_bytes(body)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler, directory=str(www)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        pin = release.UpstreamManifest("metallb-native", "metallb", "v0.16.1",
-                                       f"http://127.0.0.1:{server.server_address[1]}/metallb-native.yaml",
+    with static_http(www) as base:
+        pin = release.UpstreamManifest("metallb-native", "metallb", "v0.16.1", f"{base}/metallb-native.yaml",
                                        hashlib.sha256(body).hexdigest(), len(body))
         monkeypatch.setitem(release.UPSTREAM, "metallb-native", pin)
         cache = tmp_path / "cache"
         fetch([pin], cache)
-    finally:
-        server.shutdown()
-        server.server_close()
     result = render(RACK, tmp_path / "assets", cache_dir=cache)
     metallb = sorted(p.name for p in (tmp_path / "assets/manifests/metallb").iterdir())
     assert metallb[0] == "00-0-upstream-metallb-native.yaml"

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
 
+from conftest import static_http
 from stellwerk.errors import UserError
 from stellwerk.release import UPSTREAM, UpstreamManifest
 from stellwerk.upstream import cache_path, fetch, read_cached
 
 BODY = b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: fixture-system\n" * 200
 
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
 
 
 @pytest.fixture
@@ -29,12 +23,8 @@ def server(tmp_path):
     (root / "fixture.yaml").write_bytes(BODY)
     (root / "tampered.yaml").write_bytes(BODY.replace(b"fixture", b"evil-00"))
     (root / "huge.yaml").write_bytes(BODY * 3)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with static_http(root) as base:
+        yield base
 
 
 def pin(url: str, data: bytes = BODY, name: str = "fixture") -> UpstreamManifest:
