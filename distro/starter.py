@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from . import release
-
-import jinja2
+from .ignition.templating import environment
 
 _PLATFORMS = {
     # A libvirt lab on this machine: MACs in QEMU's 52:54:00 range, NVMe install disks.
@@ -21,9 +20,7 @@ def starter_cluster_file(platform: str, directory_name: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", directory_name.lower()).strip("-")[:63] or "cluster"
     controllers = [_node(f"c{i}", 10 + i) for i in range(1, options["controllers"] + 1)]
     workers = [_node(f"w{i}", 20 + i) for i in range(1, options["workers"] + 1)]
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("stellwerk", "templates"),
-                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return environment.get_template("cluster.yaml.j2").render(
+    return environment("stellwerk").get_template("cluster.yaml.j2").render(
         platform=platform,
         name=name,
         kubernetes_version=release.KUBERNETES_VERSION,
