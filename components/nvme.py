@@ -229,9 +229,6 @@ def _on_disk(device: str, disk: str) -> bool:
     return bool(rest) and (re.fullmatch(pattern, rest) is not None or re.fullmatch(r"-part\d+", rest) is not None)
 
 
-def _as_device_path(device: str) -> str:
-    return posixpath.normpath(device if device.startswith("/") else f"/dev/{device}")
-
 
 # --------------------------------------------------------------------------- cluster side
 

@@ -32,8 +32,6 @@ from stellwerk.errors import Problem, UserError
 
 # The config file of a node, by the profile's config kind (DESIGN.md section 4).
 CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml"})
-# Labels with a meaning of their own; any other label key (os=installed, rack=r1) is compared as written.
-IDENTITY_LABELS = ("mac", "uuid", "hostname", "serial")
 # Kernel arguments that netboot appends itself; a profile that sets them would boot with two conflicting values.
 RESERVED_ARGS = ("ignition.config.url=", "ds=", "initrd=")
 
