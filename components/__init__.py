@@ -11,6 +11,12 @@ Every component module has the same shape:
     manifests(plan, options)             -> list of Kubernetes objects (dicts), Stellwerk's own
     node_fragments(plan, options, node)  -> a NodeFragment for that node, or None
 
+Optional:
+
+    claims(cluster, options)             -> Claims on disks and mount paths (see claims.py); two components
+                                            claiming the same one on a node is a validation error
+    adjust_upstream(name, documents, plan, options) -> the pinned upstream objects with cluster values set
+
 Components return data; they never write files.
 """
 
