@@ -1,0 +1,1 @@
+"""Boot artifacts: fetching, verifying and building the images that nodes boot."""

@@ -1,0 +1,1 @@
+"""The libvirt lab: virtual machines that netboot the rendered cluster, get checked and get faults injected."""
