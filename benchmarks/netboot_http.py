@@ -113,7 +113,7 @@ def main() -> None:
         http_port, nginx_port = free_port(), free_port()
         stellwerk = subprocess.Popen(
             [sys.executable, "-m", "stellwerk", "netboot", "serve", str(assets), "--listen", "127.0.0.1",
-             "--http-port", str(http_port), "--tftp-port", str(free_port())],
+             "--http-port", str(http_port), "--https-port", str(free_port()), "--tftp-port", str(free_port())],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         nginx = subprocess.Popen(["nginx", "-c", str(nginx_config(static, nginx_port, scratch)), "-g", "daemon off;"],
                                  stderr=subprocess.DEVNULL)

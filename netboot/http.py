@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import socketserver
+import ssl
 import stat
 import threading
 import time
@@ -31,9 +32,14 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from . import ipxe
+from .machines import MachineRegistry, SecretsSpent, TokenRefused
+from .provisioning import PartsCache, secrets_url
 from .store import LabelError, Selection, Store, normalize_labels
+from .tls import ServerIdentity
 
 log = logging.getLogger("stellwerk.netboot.http")
+# Security events (a refused token, a second delivery attempt) go to their own logger, so they can be routed apart.
+security_log = logging.getLogger("stellwerk.netboot.security")
 
 MAX_REQUEST_LINE = 8192  # bytes, without the line end; longer: 414
 MAX_HEADER_BYTES = 8192  # bytes of header lines after the request line; more: 431
@@ -52,6 +58,8 @@ _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PUBLIC_URL = re.compile(r"https?://[\x21-\x7e]+")
 _SINGLE_HEADERS = {"host", "range", "if-range", "content-length"}
+_SECRETS_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 
 
 class HttpError(Exception):
@@ -105,11 +113,16 @@ class BootServer:
     take to arrive once it has started and the time any send may stall; `idle_timeout` closes keep-alive
     connections that send nothing more. At most `max_connections` connections are served at once; more are answered
     503 and closed.
+
+    With `tls` (the server's HTTPS identity) a second listener on `tls_port` serves /secrets, and `machines` keeps
+    the one-time tokens: the public part of a node's config goes out over HTTP, the secret part only once over
+    HTTPS. Without them a config that holds secrets is refused.
     """
 
     def __init__(self, store: Store, assets_dir: str | Path, host: str = "0.0.0.0", port: int = 80,
                  public_url: str | None = None, *, request_timeout: float = 10.0, idle_timeout: float = 10.0,
-                 max_connections: int = 256, serve_controller_secrets: bool = False):
+                 max_connections: int = 256, serve_controller_secrets: bool = False,
+                 tls: ServerIdentity | None = None, tls_port: int = 8443, machines: MachineRegistry | None = None):
         if public_url is not None:
             public_url = public_url.rstrip("/")
             if not _PUBLIC_URL.fullmatch(public_url) or "${" in public_url or "?" in public_url or "#" in public_url:
@@ -118,10 +131,12 @@ class BootServer:
         if request_timeout <= 0 or idle_timeout <= 0 or max_connections < 1:
             raise ValueError("timeouts must be positive and max_connections at least 1")
         self._store = store
-        # DESIGN §6: CA keys are served only to authorized machines. Controller configs carry ca.key, and
-        # authorization (one-time token over HTTPS) is not built yet, so they are withheld unless the
-        # operator opts in for an isolated lab network.
+        # Cloud-init has no way to fetch part of its config over pinned TLS, so a cloud-config with CA keys
+        # (a controller's) is served in the clear only when the operator opts in for an isolated network.
         self.serve_controller_secrets = serve_controller_secrets
+        self.tls = tls
+        self.machines = machines
+        self._parts = PartsCache()
         self.assets_dir = Path(assets_dir)
         self.boot_dir = self.assets_dir / "boot"
         self.public_url = public_url
@@ -137,6 +152,17 @@ class BootServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._server = _Listener(self, (host, port), family)
         self.host, self.port = self._server.server_address[:2]
+        self._tls_server: _Listener | None = None
+        self._tls_thread: threading.Thread | None = None
+        self.tls_port: int | None = None
+        if tls is not None:
+            try:
+                self._tls_server = _Listener(self, (host, tls_port), family, secure=True)
+            except BaseException as exc:
+                self._server.server_close()
+                exc.listener = "https"  # type: ignore[attr-defined]  # so the caller names the right option
+                raise
+            self.tls_port = self._tls_server.server_address[1]
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
@@ -146,6 +172,10 @@ class BootServer:
             self._serving.set()  # before the thread runs, so that an early stop() still shuts it down
             self._thread = threading.Thread(target=self.serve_forever, name="netboot-http", daemon=True)
             self._thread.start()
+        if self._tls_server is not None and self._tls_thread is None:
+            self._tls_thread = threading.Thread(target=self._tls_server.serve_forever, kwargs={"poll_interval": 0.2},
+                                                name="netboot-https", daemon=True)
+            self._tls_thread.start()
         return self
 
     def serve_forever(self) -> None:
@@ -162,6 +192,10 @@ class BootServer:
         if self._serving.is_set():
             self._server.shutdown()
         self._server.server_close()
+        if self._tls_server is not None:
+            if self._tls_thread is not None:
+                self._tls_server.shutdown()
+            self._tls_server.server_close()
         with self._lock:
             connections = list(self._connections)
         for sock in connections:
@@ -169,8 +203,9 @@ class BootServer:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._tls_thread):
+            if thread is not None:
+                thread.join(timeout=5)
 
     def __enter__(self) -> BootServer:
         return self.start()
@@ -226,8 +261,37 @@ class BootServer:
             self._connections.discard(sock)
         self._slots.release()
 
-    def _serve_connection(self, sock: socket.socket, address: tuple) -> None:
-        _Connection(self, sock, _client(address)).run()
+    def _security(self, client: str, request: Request, event: str, node: str | None) -> None:
+        self._count("security_events")
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                  "security": event, "client": client, "endpoint": request.path, "node": node}
+        security_log.warning(json.dumps(record))
+
+    def _serve_connection(self, sock: socket.socket, address: tuple, secure: bool = False) -> None:
+        client = _client(address)
+        if not secure:
+            _Connection(self, sock, client).run()
+            return
+        assert self.tls is not None
+        try:
+            sock.settimeout(self.request_timeout)  # a client that stalls the handshake holds only its own thread
+            secure_sock = self.tls.context.wrap_socket(sock, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            self._count("tls_failures")
+            self._log(logging.WARNING, client, None, None, 0, error=f"TLS handshake failed: {exc}")
+            return
+        with self._lock:
+            self._connections.discard(sock)  # wrap_socket took over the descriptor
+            self._connections.add(secure_sock)
+        try:
+            _Connection(self, secure_sock, client).run()
+        finally:
+            with self._lock:
+                self._connections.discard(secure_sock)
+            try:
+                secure_sock.close()
+            except OSError:
+                pass
 
     # -- requests -----------------------------------------------------------------------------------------------
 
@@ -240,12 +304,20 @@ class BootServer:
             path = request.path
             if path == "/healthz":
                 return Response(200, b"ok")
+            if isinstance(sock, ssl.SSLSocket):
+                if path == "/secrets":
+                    return self._secrets(request, sock)
+                raise HttpError(HTTPStatus.NOT_FOUND, f"the HTTPS listener serves only /secrets, not {path!r}",
+                                counter="not_found")
+            if path == "/secrets":
+                raise HttpError(HTTPStatus.FORBIDDEN, "secrets are served only over HTTPS, on the port named in "
+                                "the machine's config", counter="forbidden")
             if path == "/boot.ipxe":
                 return Response(200, ipxe.boot_script(self._base_url(sock)).encode())
             if path == "/ipxe":
                 return self._ipxe(request, sock)
             if path in ("/ignition", "/cloud-config", "/metadata"):
-                return self._config(request, path)
+                return self._config(request, path, sock)
             if path.startswith("/nocloud/"):
                 return self._nocloud(request)
             if path.startswith("/assets/"):
@@ -269,43 +341,124 @@ class BootServer:
 
     def _ipxe(self, request: Request, sock: socket.socket) -> Response:
         labels, selection = self._machine(request.query)
+        if self.machines is not None and selection.group.node is not None:
+            self.machines.record(selection.group.node, labels["mac"], "discovered", _peer(sock))
         config_labels = self._store.config_labels(selection, labels)
         script = ipxe.machine_script(selection, self._base_url(sock), config_labels)
         return Response(200, script.encode(), mac=labels["mac"], group=selection.group.name)
 
-    def _config(self, request: Request, path: str) -> Response:
+    def _config(self, request: Request, path: str, sock: socket.socket) -> Response:
         labels, selection = self._machine(request.query)
         group = selection.group
         if path == "/metadata":
             return Response(200, group.metadata_json, "application/json", mac=labels["mac"], group=group.name)
-        return self._node_config(selection, "ignition" if path == "/ignition" else "cloud-config", labels["mac"])
+        if path == "/ignition":
+            return self._ignition(request, selection, labels["mac"], sock)
+        return self._node_config(selection, "cloud-config", labels["mac"])
 
-    def _node_config(self, selection: Selection, kind: str, mac: str) -> Response:
+    def _ignition(self, request: Request, selection: Selection, mac: str, sock: socket.socket) -> Response:
+        """The public part of the node's config; when it has a secret part, with a one-time pointer to it."""
+        group = selection.group
+        self._check_kind(selection, "ignition", mac)
+        path = self._config_path(selection, mac)
+        try:
+            parts = self._parts.get(path)
+        except (OSError, ValueError) as exc:
+            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
+                            f"{getattr(exc, 'strerror', None) or exc}; run `stellwerk render` again",
+                            counter="server_errors", mac=mac, group=group.name) from None
+        client = _peer(sock)
+        if parts.secret_bytes is None:
+            if self.machines is not None:
+                self.machines.record(group.node, mac, "booted", client)
+            return Response(200, parts.public_bytes, IGNITION_TYPE, mac=mac, group=group.name)
+        if self.tls is None or self.machines is None or self.tls_port is None:
+            raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: the config of node {group.node!r} holds private "
+                            "keys, which are served only over HTTPS with a one-time token; this server has no "
+                            "HTTPS listener", counter="forbidden", mac=mac, group=group.name)
+        try:
+            token = self.machines.token_for(group.node, mac, client)
+        except SecretsSpent as exc:
+            self._security(_client(sock.getpeername()), request, f"config of node {exc.node} asked for again "
+                           f"after its secrets were delivered ({exc.used} to {exc.used_by})", exc.node)
+            raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: the secrets of node {group.node!r} were already "
+                            f"delivered in this provisioning ({exc.used}, to {exc.used_by}); if the machine is "
+                            f"being installed again, run `stellwerk netboot reprovision ASSETS_DIR {group.node}`",
+                            counter="forbidden", mac=mac, group=group.name) from None
+        self.machines.record(group.node, mac, "booted", client)
+        host = sock.getsockname()[0].split("%", 1)[0]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[len("::ffff:"):]
+        body = self._parts.served(path, secrets_url(host, self.tls_port, token), self.tls.ca_pem)
+        return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
+
+    def _secrets(self, request: Request, sock: socket.socket) -> Response:
+        """The secret part of a node's config, once, for the token its public part carried."""
+        try:
+            pairs = parse_qsl(request.query, keep_blank_values=True, strict_parsing=True, max_num_fields=2)
+        except ValueError:
+            pairs = []
+        token = pairs[0][1] if len(pairs) == 1 and pairs[0][0] == "token" else ""
+        if not _SECRETS_TOKEN.fullmatch(token):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "query must be exactly token=<the one-time token>")
+        client = _client(sock.getpeername())
+        assert self.machines is not None
+        try:
+            node = self.machines.redeem(token, _peer(sock))
+        except TokenRefused as exc:
+            self._security(client, request, f"secrets token refused: {exc.reason}", exc.node)
+            raise HttpError(HTTPStatus.FORBIDDEN, f"token refused: {exc.reason}", counter="forbidden") from None
+        selection = self._store.node_selection(node)
+        if selection is None or selection.config_path is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"node {node!r} is no longer in the machine store",
+                            counter="not_found")
+        try:
+            parts = self._parts.get(selection.config_path)
+        except (OSError, ValueError) as exc:
+            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {node!r}: "
+                            f"{getattr(exc, 'strerror', None) or exc}", counter="server_errors") from None
+        if parts.secret_bytes is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"node {node!r} has no secret part any more (re-rendered?)",
+                            counter="not_found")
+        return Response(200, parts.secret_bytes, IGNITION_TYPE, group=selection.group.name)
+
+    def _check_kind(self, selection: Selection, kind: str, mac: str) -> None:
         group, profile = selection.group, selection.profile
         if profile.config != kind:
             other = "/ignition" if profile.config == "ignition" else "/cloud-config"
             raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} boots profile {profile.id!r}, "
                             f"which reads {profile.config}, not {kind}; fetch {other}", counter="not_found",
                             mac=mac, group=group.name)
+
+    def _config_path(self, selection: Selection, mac: str) -> Path:
+        if selection.config_path is None:
+            group = selection.group
+            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} names no node (metadata.node), "
+                            "so there is no config to serve", counter="not_found", mac=mac, group=group.name)
+        return selection.config_path
+
+    def _node_config(self, selection: Selection, kind: str, mac: str) -> Response:
+        """A cloud-config, whole: cloud-init cannot fetch a part of it over pinned TLS."""
+        group = selection.group
+        self._check_kind(selection, kind, mac)
         if group.metadata.get("role") == "controller" and not self.serve_controller_secrets:
             raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: node {group.node!r} is a controller, whose config holds "
                             "CA keys; they are not served over plain HTTP (start netboot with "
                             "--serve-controller-secrets only on an isolated provisioning network)",
                             counter="forbidden", mac=mac, group=group.name)
-        if selection.config_path is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} names no node (metadata.node), "
-                            "so there is no config to serve", counter="not_found", mac=mac, group=group.name)
+        path = self._config_path(selection, mac)
         try:
             # Sent with sendfile like boot files: a config carries the whole WireGuard mesh, so on a large
             # cluster it is hundreds of KiB that need not pass through Python.
-            fd = os.open(selection.config_path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             size = os.fstat(fd).st_size
         except OSError as exc:
             raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
                             f"{exc.strerror}; run `stellwerk render` again and restart netboot",
                             counter="server_errors", mac=mac, group=group.name) from None
-        content_type = IGNITION_TYPE if kind == "ignition" else CLOUD_CONFIG_TYPE
-        return Response(200, b"", content_type, headers=[("Cache-Control", "no-store")], file=(fd, 0, size),
+        if self.machines is not None:
+            self.machines.record(group.node, mac, "booted", None)
+        return Response(200, b"", CLOUD_CONFIG_TYPE, headers=[("Cache-Control", "no-store")], file=(fd, 0, size),
                         length=size, mac=mac, group=group.name)
 
     def _nocloud(self, request: Request) -> Response:
@@ -423,7 +576,7 @@ class BootServer:
         error = error or (response.error if response else None)
         if error or (status or 0) >= 400:
             record["error"] = error
-            record["request"] = request.line if request else request_line
+            record["request"] = _redact(request.line if request else request_line)
         log.log(level, json.dumps(record))
 
 
@@ -556,9 +709,10 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, boot: BootServer, address: tuple[str, int], family: int):
+    def __init__(self, boot: BootServer, address: tuple[str, int], family: int, secure: bool = False):
         self.address_family = family
         self.boot = boot
+        self.secure = secure
         super().__init__(address, _Handler)
 
     def verify_request(self, request: socket.socket, client_address: tuple) -> bool:
@@ -567,7 +721,7 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        self.server.boot._serve_connection(self.request, self.client_address)
+        self.server.boot._serve_connection(self.request, self.client_address, self.server.secure)
 
     def finish(self) -> None:
         self.server.boot._release(self.request)
@@ -752,6 +906,17 @@ def _unparsed(buffer: bytes) -> Request:
 
 def _first_line(buffer: bytes) -> str:
     return _truncate(_printable(buffer.split(b"\n", 1)[0][:300]))
+
+
+def _redact(line: str | None) -> str | None:
+    """A request line fit for the log: a one-time token is a credential and never written down."""
+    return _TOKEN_IN_QUERY.sub(r"\1<redacted>", line) if line else line
+
+
+def _peer(sock: socket.socket) -> str:
+    """The client's address without the port: what a one-time token is bound to."""
+    host = sock.getpeername()[0]
+    return host[len("::ffff:"):] if host.startswith("::ffff:") and "." in host else host
 
 
 def _client(address: tuple) -> str:

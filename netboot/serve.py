@@ -29,6 +29,7 @@ class ServeOptions:
     assets_dir: Path
     listen: str = "0.0.0.0"
     http_port: int = 8080
+    https_port: int = 8443
     tftp_port: int = 69
     dhcp: str = "off"  # off | proxy | full
     interface: str | None = None
@@ -105,13 +106,15 @@ def dhcp_server(options: ServeOptions, store, server_ip: ipaddress.IPv4Address, 
                       boot=boot, lease_file=lease_file)
 
 
-def _start(what: str, start):
+def _start(what: str, start, https: str | None = None):
     """Start one service; a socket that cannot be had is the operator's to fix, named by its option."""
     from .dhcp import DHCPStartError
 
     try:
         return start()
     except (OSError, DHCPStartError) as exc:
+        if https is not None and getattr(exc, "listener", None) == "https":
+            what = https
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UserError(Problem(what, None, "", f"cannot start: {reason}; ports below 1024 need root, "
                                 "and the port must not be in use by another server")) from None
@@ -132,11 +135,16 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
           announce=print) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set); every service is stopped on the way out."""
     from .http import BootServer
+    from .machines import MachineRegistry
     from .store import Store
     from .tftp import TFTPServer
+    from .tls import server_identity
 
     store = Store.load(options.assets_dir)
     server_ip = _server_address(options)
+    machines = MachineRegistry(options.assets_dir)
+    machines.statuses([])  # a damaged state file is reported now, not at the first boot
+    identity = server_identity(options.assets_dir, [server_ip])
     stop = stop or threading.Event()
     started = []
     with tempfile.TemporaryDirectory(prefix="stellwerk-tftp-") as scratch:
@@ -144,7 +152,8 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
             # No public URL: scripts name the address each machine reached us on.
             http = _start(f"--http-port {options.http_port}", lambda: BootServer(
                 store, options.assets_dir, options.listen, options.http_port,
-                serve_controller_secrets=options.serve_controller_secrets))
+                serve_controller_secrets=options.serve_controller_secrets, tls=identity,
+                tls_port=options.https_port, machines=machines), https=f"--https-port {options.https_port}")
             _start(f"--http-port {options.http_port}", http.start)
             started.append(http)
             root = tftp_root(options.ipxe_dir, Path(scratch))
@@ -156,7 +165,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
                 _start(f"--dhcp {options.dhcp} --interface {options.interface}", dhcp.start)
                 started.append(dhcp)
             announce(f"serving {len(store.groups)} machines from {options.assets_dir}: http://{server_ip}:{http.port}/boot.ipxe, "
-                     f"tftp {server_ip}:{tftp.port}, dhcp {options.dhcp}")
+                     f"secrets on https://{server_ip}:{http.tls_port}, tftp {server_ip}:{tftp.port}, dhcp {options.dhcp}")
             if threading.current_thread() is threading.main_thread():
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(signum, lambda *_: stop.set())

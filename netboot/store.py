@@ -226,6 +226,13 @@ class Store:
                 break
         return None if best is None else self._selections[best.name]
 
+    def node_selection(self, node: str) -> Selection | None:
+        """The selection of a group that serves `node`'s config (the most specific one), or None."""
+        for group in sorted(self.groups, key=lambda g: -len(g.selector)):
+            if group.node == node:
+                return self._selections[group.name]
+        return None
+
     def config_labels(self, selection: Selection, labels: Mapping[str, str]) -> dict[str, str]:
         """The labels a machine must send to the config endpoints to get `selection` again: its MAC plus the
         values of the other keys of the winning group's selector (a UUID-selected group needs the UUID)."""

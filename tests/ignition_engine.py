@@ -135,8 +135,11 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def apply(config_bytes: bytes, root: Path) -> str:
-    """Apply a config with the real Ignition into `root`; returns the log of both stages."""
+def apply(config_bytes: bytes, root: Path, *, online: bool = False) -> str:
+    """Apply a config with the real Ignition into `root`; returns the log of both stages.
+
+    `online` runs the fetch stage instead of fetch-offline, so that remote merge sources (https with a pinned CA)
+    are fetched and verified by Ignition itself."""
     binary = ignition_binary()
     if binary is None:
         raise AssertionError("the ignition binary is not installed")
@@ -155,7 +158,7 @@ def apply(config_bytes: bytes, root: Path) -> str:
         env = {**os.environ, "IGNITION_CONFIG_FILE": str(config), "PATH": _path()}
         log = ""
         stages = (
-            ["-stage", "fetch-offline", "-neednet", str(state / "neednet")],
+            ["-stage", "fetch"] if online else ["-stage", "fetch-offline", "-neednet", str(state / "neednet")],
             ["-stage", "files"],
         )
         for stage in stages:
@@ -166,7 +169,7 @@ def apply(config_bytes: bytes, root: Path) -> str:
     return log
 
 
-def merged_by_ignition(config_bytes: bytes) -> bytes:
+def merged_by_ignition(config_bytes: bytes, *, online: bool = False) -> bytes:
     """The config after Ignition's own fetch-offline merge (its config cache), as JSON bytes.
 
     Lets tests compare Stellwerk's merge with Ignition's on configs that pull
@@ -179,11 +182,12 @@ def merged_by_ignition(config_bytes: bytes) -> bytes:
         state = Path(work)
         (state / "config.ign").write_bytes(config_bytes)
         env = {**os.environ, "IGNITION_CONFIG_FILE": str(state / "config.ign")}
-        args = [binary, "-platform", "file", "-stage", "fetch-offline", "-root", str(state / "root"),
+        stage = ["-stage", "fetch"] if online else ["-stage", "fetch-offline", "-neednet", str(state / "neednet")]
+        args = [binary, "-platform", "file", *stage, "-root", str(state / "root"),
                 "-config-cache", str(state / "cache.json"), "-state-file", str(state / "state"),
-                "-neednet", str(state / "neednet"), "-log-to-stdout"]  # fmt: skip
+                "-log-to-stdout"]  # fmt: skip
         result = _run(args, env)
         if result.returncode != 0:
             log = result.stdout + result.stderr
-            raise AssertionError(f"ignition fetch-offline failed (exit {result.returncode}):\n{log}")
+            raise AssertionError(f"ignition {stage[1]} failed (exit {result.returncode}):\n{log}")
         return (state / "cache.json").read_bytes()

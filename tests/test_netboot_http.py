@@ -8,6 +8,7 @@ The assets are the example lab cluster rendered by the real `stellwerk render`, 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -21,8 +22,11 @@ import pytest
 import requests
 
 from conftest import EXAMPLE, require_tool, write_cluster
+from netboot_configs import assert_public_part_of, public_part, without_pointer
 from stellwerk.netboot.http import BootServer
+from stellwerk.netboot.machines import MachineRegistry
 from stellwerk.netboot.store import Store
+from stellwerk.netboot.tls import server_identity
 
 MACS = {"c1": "52:54:00:00:00:11", "c2": "52:54:00:00:00:12", "c3": "52:54:00:00:00:13", "w1": "52:54:00:00:00:21"}
 KERNEL_SIZE = 12 * 1024 * 1024 + 7  # big enough that sendfile runs many rounds; odd so ranges do not align
@@ -87,33 +91,35 @@ def lab_assets(run_cli, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def serve():
-    servers: list[BootServer] = []
+    servers: list[tuple[BootServer, Path]] = []
 
-    def start(assets: Path, **options) -> BootServer:
+    def start(assets: Path, secure: bool = False, **options) -> BootServer:
         options.setdefault("request_timeout", 5.0)
         options.setdefault("idle_timeout", 5.0)
+        if secure:  # the HTTPS listener and the machine states, as `netboot serve` runs them
+            options.update(tls=server_identity(assets, [ipaddress.ip_address("127.0.0.1")]), tls_port=0,
+                           machines=MachineRegistry(assets))
         server = BootServer(Store.load(assets), assets, "127.0.0.1", 0, **options).start()
-        servers.append(server)
+        servers.append((server, assets))
         return server
 
     yield start
-    for server in servers:
+    for server, assets in servers:
         server.stop()
+        (assets / "state/machines.json").unlink(missing_ok=True)  # tokens issued in one test stay in it
 
 
 @pytest.fixture
 def lab(lab_assets, serve) -> BootServer:
-    # These tests serve every node, controllers included, as an isolated lab network would.
-    return serve(lab_assets, serve_controller_secrets=True)
+    return serve(lab_assets, secure=True)
 
 
-def test_controller_configs_are_withheld_unless_the_operator_opts_in(lab_assets, serve):
+def test_configs_with_secrets_are_refused_without_the_https_listener(lab_assets, serve):
     server = serve(lab_assets)
-    controller = requests.get(f"{server.url}/ignition", params={"mac": hexhyp(MACS["c1"])}, timeout=10)
-    assert controller.status_code == 403 and b"PRIVATE KEY" not in controller.content
-    assert b"isolated provisioning network" in controller.content
-    worker = requests.get(f"{server.url}/ignition", params={"mac": hexhyp(MACS["w1"])}, timeout=10)
-    assert worker.status_code == 200
+    for node in ("c1", "w1"):  # a worker's config holds its WireGuard key and bootstrap token
+        response = requests.get(f"{server.url}/ignition", params={"mac": hexhyp(MACS[node])}, timeout=10)
+        assert response.status_code == 403 and b"PRIVATE KEY" not in response.content
+        assert b"served only over HTTPS with a one-time token" in response.content
 
 
 class Raw:
@@ -237,18 +243,18 @@ def test_a_boot_as_ipxe_runs_it(lab, lab_assets):
             fetched[words[2]] = requests.get(words[3], timeout=10).content
     assert fetched["kernel"] == (lab_assets / "boot/lab/vmlinuz").read_bytes()
     assert fetched["initrd.img"] == (lab_assets / "boot/lab/initrd.img").read_bytes()
-    assert fetched["config"] == (lab_assets / "nodes/w1/ignition.json").read_bytes()
+    assert_public_part_of(fetched["config"], lab_assets / "nodes/w1/ignition.json")
 
 
-def test_ignition_is_the_file_on_disk(lab, lab_assets):
+def test_ignition_is_the_public_part_of_the_file_on_disk(lab, lab_assets):
     for node, mac in MACS.items():
         response = requests.get(f"{lab.url}/ignition", params={"mac": hexhyp(mac)}, timeout=10)
         assert response.status_code == 200
         assert response.headers["Content-Type"] == "application/vnd.coreos.ignition+json"
         assert response.headers["Cache-Control"] == "no-store"
-        assert response.content == (lab_assets / "nodes" / node / "ignition.json").read_bytes()
+        assert_public_part_of(response.content, lab_assets / "nodes" / node / "ignition.json")
     installed = requests.get(f"{lab.url}/ignition?mac={MACS['c1']}&os=installed", timeout=10)
-    assert installed.content == (lab_assets / "nodes/c1/ignition.json").read_bytes()
+    assert_public_part_of(installed.content, lab_assets / "nodes/c1/ignition.json")
 
 
 def test_metadata_is_the_group_metadata(lab):
@@ -279,16 +285,18 @@ def test_malformed_labels_are_refused(lab, query):
 
 
 def test_a_machine_gets_only_its_own_config(lab, lab_assets):
-    own = (lab_assets / "nodes/c1/ignition.json").read_bytes()
-    others = {node: (lab_assets / "nodes" / node / "ignition.json").read_bytes() for node in ("c2", "c3", "w1")}
+    own = public_part(lab_assets / "nodes/c1/ignition.json")
+    others = [(lab_assets / "nodes" / node / "ignition.json").read_bytes() for node in ("c1", "c2", "c3", "w1")]
+    hostnames = [f'"data:,{node}%0A"'.encode() for node in ("c1", "c2", "c3", "w1")]
     for query in (f"mac={MACS['c1']}&hostname=c2", f"mac={MACS['c1']}&node=c2&serial=c3&role=worker",
                   f"mac={MACS['c1']}&uuid=6f6c2e2a-0000-4000-8000-00000000abcd"):
         response = requests.get(f"{lab.url}/ignition?{query}", timeout=10)
-        assert response.content == own
+        assert without_pointer(response.content) == own
     for query in (f"mac={MACS['c1']}&mac={MACS['c2']}", f"mac={MACS['c2']}&mac={MACS['c1']}"):
         response = requests.get(f"{lab.url}/ignition?{query}", timeout=10)
         assert response.status_code == 400
-        assert all(config not in response.content for config in [own, *others.values()])
+        assert not any(config[:100] in response.content for config in others)
+        assert not any(hostname in response.content for hostname in hostnames)
 
 
 def test_an_unknown_machine_without_default_group_gets_nothing(lab):
@@ -337,13 +345,13 @@ def test_the_store_render_writes_is_served_as_is(run_cli, tmp_path, serve):
     root = tmp_path / "lab"
     result = run_cli("render", EXAMPLE, "-o", root)
     assert result.code == 0, result.err
-    server = serve(root, serve_controller_secrets=True)
+    server = serve(root, secure=True)
     for node, mac in MACS.items():
         script = requests.get(f"{server.url}/ipxe?mac={hexhyp(mac)}", timeout=10).text
         assert f"# Stellwerk netboot: group {node}, profile " in script
         assert f"ignition.config.url={server.url}/ignition?mac=${{mac:hexhyp}}" in script
         config = requests.get(f"{server.url}/ignition?mac={hexhyp(mac)}", timeout=10).content
-        assert config == (root / "nodes" / node / "ignition.json").read_bytes()
+        assert_public_part_of(config, root / "nodes" / node / "ignition.json")
 
 
 # -- assets ----------------------------------------------------------------------------------------------------
@@ -412,9 +420,10 @@ def test_head(lab, lab_assets):
         client.get("/assets/lab/vmlinuz", method="HEAD")
         status, headers, _ = client.response(head_only=True)
         assert (status, headers["content-length"]) == (200, str(KERNEL_SIZE))
+        served = requests.get(f"{lab.url}/ignition?mac={MACS['c1']}", timeout=10).content
         client.get(f"/ignition?mac={MACS['c1']}", method="HEAD")
         status, headers, _ = client.response(head_only=True)
-        assert (status, int(headers["content-length"])) == (200, (lab_assets / "nodes/c1/ignition.json").stat().st_size)
+        assert (status, int(headers["content-length"])) == (200, len(served))
         client.get("/healthz")  # the connection is still in step: no body was sent for the HEADs
         assert client.response()[::2] == (200, b"ok")
 
@@ -654,6 +663,7 @@ def test_connections_over_the_limit_get_503(lab_assets, serve):
 def test_every_request_is_one_json_line_without_config_contents(lab, lab_assets, caplog):
     caplog.set_level(logging.INFO, logger="stellwerk.netboot.http")
     config = (lab_assets / "nodes/c1/ignition.json").read_bytes().decode()
+    served: list[bytes] = []
 
     def lines() -> list[dict]:
         return [json.loads(r.getMessage()) for r in caplog.records if r.name == "stellwerk.netboot.http"]
@@ -665,7 +675,7 @@ def test_every_request_is_one_json_line_without_config_contents(lab, lab_assets,
 
     # One at a time: the server logs after it has answered, so the next answer could overtake a log line.
     for count, make_request in enumerate([
-        lambda: requests.get(f"{lab.url}/ignition?mac={hexhyp(MACS['c1'])}", timeout=10),
+        lambda: served.append(requests.get(f"{lab.url}/ignition?mac={hexhyp(MACS['c1'])}", timeout=10).content),
         lambda: requests.get(f"{lab.url}/assets/lab/initrd.img", headers={"Range": "bytes=0-9"}, timeout=10),
         lambda: raw_get(lab, "/assets/%2e%2e/pki/ca.key"),
         send_oversized,
@@ -675,7 +685,7 @@ def test_every_request_is_one_json_line_without_config_contents(lab, lab_assets,
     ignition, asset, traversal, oversized = lines()[:4]
     assert {key: ignition[key] for key in ("client", "method", "endpoint", "mac", "group", "status", "bytes")} == {
         "client": ignition["client"], "method": "GET", "endpoint": "/ignition", "mac": MACS["c1"], "group": "c1",
-        "status": 200, "bytes": len(config.encode())}
+        "status": 200, "bytes": len(served[0])}
     assert ignition["client"].startswith("127.0.0.1:") and ignition["time"].endswith("Z")
     assert "error" not in ignition
     assert (asset["endpoint"], asset["status"], asset["bytes"]) == ("/assets/lab/initrd.img", 206, 10)

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from conftest import EXAMPLE, require_tool
+from netboot_configs import assert_public_part_of, pointer
 
 
 def free_port(kind: int) -> int:
@@ -29,9 +30,10 @@ def served(tmp_path, run_cli):
     (assets / "boot/lab/vmlinuz").write_bytes(b"kernel" * 1000)
     (assets / "boot/lab/initrd.img").write_bytes(b"initrd" * 1000)
     http_port, tftp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    https_port = free_port(socket.SOCK_STREAM)
     process = subprocess.Popen(
         [sys.executable, "-m", "stellwerk", "netboot", "serve", str(assets), "--listen", "127.0.0.1",
-         "--http-port", str(http_port), "--tftp-port", str(tftp_port)],
+         "--http-port", str(http_port), "--https-port", str(https_port), "--tftp-port", str(tftp_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
@@ -54,12 +56,15 @@ def test_serve_answers_booting_machines_and_stops_cleanly(served):
     script = requests.get(f"{base}/ipxe", params={"mac": "52-54-00-00-00-21"}, timeout=10).text
     assert "/assets/lab/vmlinuz" in script and "ignition.config.url=" in script
     config = requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:00:21"}, timeout=10)
-    assert config.status_code == 200 and config.content == (assets / "nodes/w1/ignition.json").read_bytes()
+    assert config.status_code == 200
+    assert_public_part_of(config.content, assets / "nodes/w1/ignition.json")
     assert requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:99:99"}, timeout=10).status_code == 404
-    # A controller's config holds CA keys: not served over plain HTTP unless the operator opts in.
+    # A controller's CA keys never cross plain HTTP: they are behind a one-time HTTPS URL.
     controller = requests.get(f"{base}/ignition", params={"mac": "52:54:00:00:00:11"}, timeout=10)
-    assert controller.status_code == 403
-    assert b"PRIVATE KEY" not in controller.content
+    assert controller.status_code == 200
+    assert_public_part_of(controller.content, assets / "nodes/c1/ignition.json")
+    secret = requests.get(pointer(controller.content)["source"], verify=assets / "pki/ca.crt", timeout=10)
+    assert secret.status_code == 200 and b"\"path\":\"/etc/kubernetes/pki/ca.key\"" in secret.content
     kernel = requests.get(f"{base}/assets/lab/vmlinuz", headers={"Range": "bytes=0-5"}, timeout=10)
     assert kernel.status_code == 206 and kernel.content == b"kernel"
     curl = require_tool("curl")
@@ -106,3 +111,10 @@ def test_bad_addresses_interfaces_and_busy_ports_are_user_errors(tmp_path, run_c
         result = run_cli("netboot", "serve", assets, "--listen", "127.0.0.1", "--http-port", port, "--tftp-port", "0")
     assert result.code == 2 and f"--http-port {port}: cannot start" in result.err
     assert "Traceback" not in result.err
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("netboot", "serve", assets, "--listen", "127.0.0.1", "--http-port", "0", "--https-port",
+                         port, "--tftp-port", "0")
+    assert result.code == 2 and f"--https-port {port}: cannot start" in result.err
