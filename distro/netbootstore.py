@@ -16,14 +16,15 @@ _CONSOLE = ["console=tty0", "console=ttyS0,115200n8"]
 
 
 def profile(plan: Plan) -> dict[str, Any]:
+    """The profile a node boots from the network: Flatcar's installer, the lab OS live, or Debian's installer."""
     family = plan.spec.os.family
     if family == "flatcar":
         base = f"/assets/flatcar/{plan.spec.os.channel}/{plan.spec.os.version}"
-        return {"id": f"flatcar-{plan.spec.os.channel}-{plan.spec.os.version}",
+        return {"id": f"flatcar-{plan.spec.os.channel}-{plan.spec.os.version}-install",
                 "kernel": f"{base}/flatcar_production_pxe.vmlinuz",
                 "initrd": [f"{base}/flatcar_production_pxe_image.cpio.gz"],
                 "args": ["flatcar.first_boot=1", "ignition.platform.id=metal", *_CONSOLE],
-                "config": "ignition"}
+                "config": "installer"}
     if family == "lab":
         return {"id": "lab", "kernel": "/assets/lab/vmlinuz", "initrd": ["/assets/lab/initrd.img"],
                 "args": ["ignition.firstboot", "ignition.platform.id=metal", *_CONSOLE], "config": "ignition"}
@@ -31,18 +32,27 @@ def profile(plan: Plan) -> dict[str, Any]:
             "args": [*_CONSOLE], "config": "cloud-config"}
 
 
+# Two-stage installs (Flatcar): the installed system boots its disk and asks for its config with os=installed.
+INSTALLED_PROFILE = {"id": "installed-disk", "config": "ignition"}
+
+
 def store_files(plan: Plan) -> dict[str, AssetFile]:
     boot = profile(plan)
+    two_stage = boot["config"] == "installer"
     files = {f"netboot/profiles/{boot['id']}.json": _json(boot)}
+    if two_stage:
+        files[f"netboot/profiles/{INSTALLED_PROFILE['id']}.json"] = _json(INSTALLED_PROFILE)
     for node in plan.nodes:
-        group = {
-            "name": node.name,
-            "profile": boot["id"],
-            "selector": {"mac": node.mac},
-            "metadata": {"node": node.name, "role": node.role, **({"pool": node.pool} if node.pool else {}),
-                         "address": str(node.address), "installDisk": node.install_disk},
-        }
-        files[f"netboot/groups/{node.name}.json"] = _json(group)
+        metadata: dict[str, Any] = {"node": node.name, "role": node.role, **({"pool": node.pool} if node.pool else {}),
+                                    "address": str(node.address), "installDisk": node.install_disk}
+        if two_stage:
+            metadata["flatcar"] = {"channel": plan.spec.os.channel, "version": plan.spec.os.version}
+        files[f"netboot/groups/{node.name}.json"] = _json(
+            {"name": node.name, "profile": boot["id"], "selector": {"mac": node.mac}, "metadata": metadata})
+        if two_stage:
+            files[f"netboot/groups/{node.name}-installed.json"] = _json(
+                {"name": f"{node.name}-installed", "profile": INSTALLED_PROFILE["id"],
+                 "selector": {"mac": node.mac, "os": "installed"}, "metadata": metadata})
     return files
 
 

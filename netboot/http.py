@@ -29,9 +29,10 @@ from datetime import datetime, timezone
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
 from . import ipxe
+from .installer import REPORT_EVENTS, installer_config
 from .machines import MachineRegistry, SecretsSpent, TokenRefused
 from .provisioning import PartsCache, secrets_url
 from .store import LabelError, Selection, Store, normalize_labels
@@ -298,10 +299,15 @@ class BootServer:
     def _respond(self, request: Request, sock: socket.socket) -> Response:
         try:
             _parse_target(request)
+            path = request.path
+            if path == "/report" and not isinstance(sock, ssl.SSLSocket):
+                if request.method != "POST":
+                    raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "an installer reports with POST",
+                                    headers=(("Allow", "POST"),))
+                return self._report(request, sock)
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"method {request.method} is not served; use GET or HEAD",
                                 headers=(("Allow", "GET, HEAD"),))
-            path = request.path
             if path == "/healthz":
                 return Response(200, b"ok")
             if isinstance(sock, ssl.SSLSocket):
@@ -341,8 +347,18 @@ class BootServer:
 
     def _ipxe(self, request: Request, sock: socket.socket) -> Response:
         labels, selection = self._machine(request.query)
-        if self.machines is not None and selection.group.node is not None:
-            self.machines.record(selection.group.node, labels["mac"], "discovered", _peer(sock))
+        group, node = selection.group, selection.group.node
+        if self.machines is not None and node is not None:
+            self.machines.record(node, labels["mac"], "discovered", _peer(sock))
+        if selection.profile.kernel is None:
+            script = ipxe.local_boot_script(group.name, f"profile {selection.profile.id} boots the local disk")
+            return Response(200, script.encode(), mac=labels["mac"], group=group.name)
+        if selection.profile.config == "installer" and self.machines is not None and node is not None:
+            state = self.machines.statuses([node])[0].state
+            if state in ("installed", "booted"):
+                # Installed already: boot the disk. `stellwerk netboot reprovision` sends it to the installer again.
+                script = ipxe.local_boot_script(group.name, f"node {node} is {state}; booting its disk")
+                return Response(200, script.encode(), mac=labels["mac"], group=group.name)
         config_labels = self._store.config_labels(selection, labels)
         script = ipxe.machine_script(selection, self._base_url(sock), config_labels)
         return Response(200, script.encode(), mac=labels["mac"], group=selection.group.name)
@@ -353,8 +369,44 @@ class BootServer:
         if path == "/metadata":
             return Response(200, group.metadata_json, "application/json", mac=labels["mac"], group=group.name)
         if path == "/ignition":
+            if selection.profile.config == "installer":
+                return self._installer(selection, labels["mac"], sock)
             return self._ignition(request, selection, labels["mac"], sock)
         return self._node_config(selection, "cloud-config", labels["mac"])
+
+    def _installer(self, selection: Selection, mac: str, sock: socket.socket) -> Response:
+        """The live installer's config (stage one of a two-stage install); it holds no secret."""
+        group = selection.group
+        path = self._config_path(selection, mac)
+        try:
+            body = installer_config(group, self._parts.get(path).public, self._base_url(sock), mac)
+        except (OSError, ValueError) as exc:
+            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"mac {mac}: cannot make the installer config of "
+                            f"group {group.name!r}: {getattr(exc, 'strerror', None) or exc}",
+                            counter="server_errors", mac=mac, group=group.name) from None
+        if self.machines is not None:
+            self.machines.record(group.node, mac, "installing", _peer(sock))
+        return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
+
+    def _report(self, request: Request, sock: socket.socket) -> Response:
+        """An installer's report: POST /report?mac=…&event=installed|install-failed."""
+        try:
+            pairs = dict(parse_qsl(request.query, keep_blank_values=True, strict_parsing=True, max_num_fields=2))
+        except ValueError:
+            pairs = {}
+        event = pairs.pop("event", None)
+        if event not in REPORT_EVENTS:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"query must be mac=<MAC>&event=<{'|'.join(REPORT_EVENTS)}>")
+        labels, selection = self._machine(urlencode(pairs))
+        node = selection.group.node
+        if node is None or self.machines is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {labels['mac']}: no node to record a report for",
+                            counter="not_found", mac=labels["mac"], group=selection.group.name)
+        if event == "installed":
+            self.machines.record(node, labels["mac"], "installed", _peer(sock))
+        else:
+            self.machines.note(node, labels["mac"], event, _peer(sock))
+        return Response(200, f"recorded {event}\n".encode(), mac=labels["mac"], group=selection.group.name)
 
     def _ignition(self, request: Request, selection: Selection, mac: str, sock: socket.socket) -> Response:
         """The public part of the node's config; when it has a secret part, with a one-time pointer to it."""

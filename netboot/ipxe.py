@@ -44,6 +44,14 @@ def machine_script(selection: Selection, base_url: str, config_labels: Mapping[s
     )
 
 
+def local_boot_script(group: str, reason: str) -> str:
+    """/ipxe for a machine that must boot its installed OS: leave iPXE, so the firmware tries the next boot
+    device (the disk). `reason` goes into a comment and an `echo`, so it is reduced to safe words."""
+    words = [_word(word) for word in reason.split() if _WORD.fullmatch(word) and not word.startswith("#")
+             and word not in ("||", "&&", ";") and "$" not in word]
+    return _render("local.ipxe.j2", group=_word(group), reason=" ".join(words))
+
+
 def config_query(labels: Mapping[str, str]) -> str:
     """The query that selects the same group again: the MAC as iPXE expands it, then the other labels of the
     group's selector, percent-encoded (so no value can contain '${', whitespace or a separator)."""
@@ -62,7 +70,7 @@ def config_argument(kind: str, base_url: str, labels: Mapping[str, str]) -> str:
       12) needs for an http seed; cloud-init 24.1 and later still accept it (and also plain `nocloud`).
     """
     query = config_query(labels)
-    if kind == "ignition":
+    if kind in ("ignition", "installer"):
         return f"ignition.config.url={base_url}/ignition?{query}"
     if kind == "cloud-config":
         return f"ds=nocloud-net;s={base_url}/nocloud/{query}/"

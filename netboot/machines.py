@@ -146,6 +146,11 @@ class MachineRegistry:
                 return
             self._event(machine, mac, state, client)
 
+    def note(self, node: str, mac: str | None, event: str, client: str | None) -> None:
+        """Keep an event in the node's history without changing its state (a failed install, say)."""
+        with self._locked() as data:
+            self._event(data["machines"].setdefault(node, {}), mac, event, client)
+
     @staticmethod
     def _event(machine: dict[str, Any], mac: str | None, event: str, client: str | None) -> None:
         now = _now()

@@ -30,8 +30,10 @@ from types import MappingProxyType
 
 from stellwerk.errors import Problem, UserError
 
-# The config file of a node, by the profile's config kind (DESIGN.md section 4).
-CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml"})
+# The config file of a node, by the profile's config kind (DESIGN.md section 4). An "installer" profile boots a
+# live system that installs the OS to disk; its config is made by netboot from the node's (for its ssh keys).
+CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml",
+                                                    "installer": "ignition.json"})
 # Kernel arguments that netboot appends itself; a profile that sets them would boot with two conflicting values.
 RESERVED_ARGS = ("ignition.config.url=", "ds=", "initrd=")
 
@@ -99,10 +101,11 @@ def normalize_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Profile:
-    """How a machine boots. `kernel` and `initrd` are URL paths below /assets/ (files in ASSETS/boot/)."""
+    """How a machine boots. `kernel` and `initrd` are URL paths below /assets/ (files in ASSETS/boot/); a profile
+    without a kernel boots the machine from its local disk (an installed machine)."""
 
     id: str
-    kernel: str
+    kernel: str | None
     initrd: tuple[str, ...]
     args: tuple[str, ...]
     config: str
@@ -292,7 +295,7 @@ def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | 
     def bad(where: str, message: str) -> None:
         problems.append(Problem(rel, None, where, message))
 
-    _check_keys(data, _PROFILE_KEYS, {"id", "kernel", "config"}, bad)
+    _check_keys(data, _PROFILE_KEYS, {"id", "config"}, bad)
     profile_id = data.get("id")
     if not isinstance(profile_id, str) or not _NAME.fullmatch(profile_id):
         bad("id", "must be a name of letters, digits, '.', '_' and '-' (at most 128)")
@@ -329,6 +332,11 @@ def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | 
     config = data.get("config")
     if "config" in data and config not in CONFIG_FILES:
         bad("config", f"{_short(config)} is not a config kind; use one of {', '.join(sorted(CONFIG_FILES))}")
+    if kernel is None and (initrd or args):
+        bad("kernel", "is missing, so the profile boots from the local disk, where initrd and args have no "
+            "meaning; add the kernel or remove them")
+    if kernel is None and config == "installer":
+        bad("kernel", "is missing; an installer profile boots a live system over the network")
     if len(problems) > before:
         return None
     return Profile(id=profile_id, kernel=kernel, initrd=tuple(initrd), args=tuple(args), config=config, file=rel)
