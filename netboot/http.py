@@ -414,11 +414,12 @@ class BootServer:
         self._check_kind(selection, "ignition", mac)
         path = self._config_path(selection, mac)
         try:
-            parts = self._parts.get(path)
+            entry = self._parts.entry(path)
         except (OSError, ValueError) as exc:
             raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
                             f"{getattr(exc, 'strerror', None) or exc}; run `stellwerk render` again",
                             counter="server_errors", mac=mac, group=group.name) from None
+        parts = entry[1]
         client = _peer(sock)
         if parts.secret_bytes is None:
             if self.machines is not None:
@@ -441,7 +442,7 @@ class BootServer:
         host = sock.getsockname()[0].split("%", 1)[0]
         if host.startswith("::ffff:") and "." in host:
             host = host[len("::ffff:"):]
-        body = self._parts.served(path, secrets_url(host, self.tls_port, token), self.tls.ca_pem)
+        body = self._parts.served_from(path, entry, secrets_url(host, self.tls_port, token), self.tls.ca_pem)
         return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
 
     def _secrets(self, request: Request, sock: socket.socket) -> Response:
@@ -585,7 +586,10 @@ class BootServer:
         try:
             sock.settimeout(self.request_timeout)
             if response.file is None:
-                sock.sendall(head + response.body if with_body else head)
+                if with_body and len(response.body) > 16384 and not isinstance(sock, ssl.SSLSocket):
+                    _send_vectored(sock, head, response.body)  # a large config: no copy to glue head and body
+                else:
+                    sock.sendall(head + response.body if with_body else head)
                 sent = len(response.body) if with_body else 0
             else:
                 fd, offset, count = response.file
@@ -958,6 +962,18 @@ def _unparsed(buffer: bytes) -> Request:
 
 def _first_line(buffer: bytes) -> str:
     return _truncate(_printable(buffer.split(b"\n", 1)[0][:300]))
+
+
+def _send_vectored(sock: socket.socket, head: bytes, body: bytes) -> None:
+    """sendall for two buffers in one system call where the kernel takes both."""
+    views = [memoryview(head), memoryview(body)]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
 
 
 def _redact(line: str | None) -> str | None:

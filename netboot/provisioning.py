@@ -79,10 +79,15 @@ class PartsCache:
         """OSError when the file cannot be read; ValueError when it is not JSON."""
         return self._get(path)[1]
 
-    def served(self, path: Path, url: str, ca_pem: bytes) -> bytes:
+    def entry(self, path: Path) -> tuple[tuple[int, int, int], ConfigParts]:
+        """(file version, parts): what `served_from` takes, so that one request reads the file's metadata once."""
+        return self._get(path)
+
+    def served_from(self, path: Path, entry: tuple[tuple[int, int, int], ConfigParts], url: str,
+                    ca_pem: bytes) -> bytes:
         """`served_config` for the file at `path`, built once per (file version, URL): a machine that retries, or
         many fetching at once, costs no JSON encoding."""
-        stamp, parts = self._get(path)
+        stamp, parts = entry
         key = (path, url)
         with self._lock:
             cached = self._served.get(key)
