@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,6 +163,13 @@ def _range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
     return start.strip(), end.strip()
 
 
+def _merge_urls(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if not re.fullmatch(r"https?://[\x21-\x7e]+", value) or '"' in value:
+            raise click.BadParameter(f"{value!r} must be an http:// or https:// URL without spaces or quotes")
+    return values
+
+
 @netboot.command("serve")
 @click.argument("assets_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--listen", default="0.0.0.0", show_default=True, help="Address the HTTP and TFTP servers bind to.")
@@ -173,17 +181,22 @@ def _range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
               help="proxy: answer only PXE options beside an existing DHCP server; full: hand out leases too.")
 @click.option("--interface", help="Provisioning network interface (needed for DHCP, and with --listen 0.0.0.0).")
 @click.option("--range", "dhcp_range", callback=_range, help="Full DHCP: dynamic range FIRST-LAST (nodes get their reservations).")
+@click.option("--merge-url", "merge_urls", multiple=True, callback=_merge_urls, metavar="URL",
+              help="Add an Ignition config URL that every node's served config merges last (a site or lab "
+                   "overlay); the rendered configs stay untouched. Repeatable.")
 @click.option("--serve-controller-secrets", is_flag=True,
               help="Serve controller cloud-configs (they hold CA keys) over plain HTTP. Only on an isolated lab "
                    "network; Ignition nodes get their secrets over HTTPS instead.")
 def netboot_serve(assets_dir: Path, listen: str, http_port: int, https_port: int, tftp_port: int, dhcp: str,
-                  interface: str | None, dhcp_range: tuple[str, str] | None, serve_controller_secrets: bool) -> None:
+                  interface: str | None, dhcp_range: tuple[str, str] | None, merge_urls: tuple[str, ...],
+                  serve_controller_secrets: bool) -> None:
     """Serve ASSETS_DIR to booting machines: DHCP (optional), TFTP (iPXE) and HTTP (scripts, configs, images)."""
     from .netboot.serve import ServeOptions, serve
 
     serve(ServeOptions(assets_dir=assets_dir, listen=listen, http_port=http_port, https_port=https_port,
                        tftp_port=tftp_port, dhcp=dhcp, interface=interface, dhcp_range=dhcp_range,
-                       serve_controller_secrets=serve_controller_secrets), announce=click.echo)
+                       serve_controller_secrets=serve_controller_secrets, merge_urls=merge_urls),
+          announce=click.echo)
 
 
 @netboot.command("status")

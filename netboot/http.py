@@ -123,7 +123,8 @@ class BootServer:
     def __init__(self, store: Store, assets_dir: str | Path, host: str = "0.0.0.0", port: int = 80,
                  public_url: str | None = None, *, request_timeout: float = 10.0, idle_timeout: float = 10.0,
                  max_connections: int = 256, serve_controller_secrets: bool = False,
-                 tls: ServerIdentity | None = None, tls_port: int = 8443, machines: MachineRegistry | None = None):
+                 tls: ServerIdentity | None = None, tls_port: int = 8443, machines: MachineRegistry | None = None,
+                 extra_merges: tuple[str, ...] = ()):
         if public_url is not None:
             public_url = public_url.rstrip("/")
             if not _PUBLIC_URL.fullmatch(public_url) or "${" in public_url or "?" in public_url or "#" in public_url:
@@ -137,6 +138,10 @@ class BootServer:
         self.serve_controller_secrets = serve_controller_secrets
         self.tls = tls
         self.machines = machines
+        for url in extra_merges:
+            if not _PUBLIC_URL.fullmatch(url) or "\"" in url:
+                raise ValueError(f"merge URL {url!r} must be an http:// or https:// URL without spaces")
+        self.extra_merges = tuple(extra_merges)
         self._parts = PartsCache()
         self.assets_dir = Path(assets_dir)
         self.boot_dir = self.assets_dir / "boot"
@@ -424,7 +429,9 @@ class BootServer:
         if parts.secret_bytes is None:
             if self.machines is not None:
                 self.machines.record(group.node, mac, "booted", client)
-            return Response(200, parts.public_bytes, IGNITION_TYPE, mac=mac, group=group.name)
+            body = (self._parts.served_from(path, entry, None, None, self.extra_merges) if self.extra_merges
+                    else parts.public_bytes)
+            return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
         if self.tls is None or self.machines is None or self.tls_port is None:
             raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: the config of node {group.node!r} holds private "
                             "keys, which are served only over HTTPS with a one-time token; this server has no "
@@ -442,7 +449,8 @@ class BootServer:
         host = sock.getsockname()[0].split("%", 1)[0]
         if host.startswith("::ffff:") and "." in host:
             host = host[len("::ffff:"):]
-        body = self._parts.served_from(path, entry, secrets_url(host, self.tls_port, token), self.tls.ca_pem)
+        body = self._parts.served_from(path, entry, secrets_url(host, self.tls_port, token), self.tls.ca_pem,
+                                       self.extra_merges)
         return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
 
     def _secrets(self, request: Request, sock: socket.socket) -> Response:

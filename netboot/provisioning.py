@@ -55,14 +55,19 @@ def secrets_url(host: str, port: int, token: str) -> str:
     return f"https://{host}:{port}/secrets?" + urllib.parse.urlencode({"token": token})
 
 
-def served_config(parts: ConfigParts, url: str, ca_pem: bytes) -> bytes:
-    """The public part with the secret part's merge entry and the pinned CA added to its `ignition` section."""
+def served_config(parts: ConfigParts, url: str | None, ca_pem: bytes | None, extra_merges: tuple[str, ...] = ()
+                  ) -> bytes:
+    """The public part with, in its `ignition` section, the secret part's merge entry and the pinned CA (when
+    `url` is given), then one merge entry per extra URL (an overlay the operator adds to every node, such as the
+    lab's reporting unit; later merges win)."""
     section = json.loads(json.dumps(parts.public.get("ignition") or {"version": "3.3.0"}))
-    config = section.setdefault("config", {})
-    config.setdefault("merge", []).append({"source": url, "verification": {"hash": parts.secret_hash}})
-    tls = section.setdefault("security", {}).setdefault("tls", {})
-    ca_source = "data:;base64," + base64.b64encode(ca_pem).decode("ascii")
-    tls.setdefault("certificateAuthorities", []).append({"source": ca_source})
+    merges = section.setdefault("config", {}).setdefault("merge", [])
+    if url is not None and ca_pem is not None:
+        merges.append({"source": url, "verification": {"hash": parts.secret_hash}})
+        tls = section.setdefault("security", {}).setdefault("tls", {})
+        ca_source = "data:;base64," + base64.b64encode(ca_pem).decode("ascii")
+        tls.setdefault("certificateAuthorities", []).append({"source": ca_source})
+    merges.extend({"source": extra} for extra in extra_merges)
     return _compact({**parts.public, "ignition": section})
 
 
@@ -73,7 +78,7 @@ class PartsCache:
         self._entries = entries
         self._lock = threading.Lock()
         self._cache: OrderedDict[Path, tuple[tuple[int, int, int], ConfigParts]] = OrderedDict()
-        self._served: OrderedDict[tuple[Path, str], tuple[tuple[int, int, int], bytes]] = OrderedDict()
+        self._served: OrderedDict[tuple, tuple[tuple[int, int, int], bytes]] = OrderedDict()
 
     def get(self, path: Path) -> ConfigParts:
         """OSError when the file cannot be read; ValueError when it is not JSON."""
@@ -83,17 +88,17 @@ class PartsCache:
         """(file version, parts): what `served_from` takes, so that one request reads the file's metadata once."""
         return self._get(path)
 
-    def served_from(self, path: Path, entry: tuple[tuple[int, int, int], ConfigParts], url: str,
-                    ca_pem: bytes) -> bytes:
+    def served_from(self, path: Path, entry: tuple[tuple[int, int, int], ConfigParts], url: str | None,
+                    ca_pem: bytes | None, extra_merges: tuple[str, ...] = ()) -> bytes:
         """`served_config` for the file at `path`, built once per (file version, URL): a machine that retries, or
         many fetching at once, costs no JSON encoding."""
         stamp, parts = entry
-        key = (path, url)
+        key = (path, url, extra_merges)
         with self._lock:
             cached = self._served.get(key)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-        body = served_config(parts, url, ca_pem)
+        body = served_config(parts, url, ca_pem, extra_merges)
         with self._lock:
             self._served[key] = (stamp, body)
             while len(self._served) > self._entries:

@@ -36,6 +36,7 @@ class ServeOptions:
     dhcp_range: tuple[str, str] | None = None
     ipxe_dir: Path = IPXE_DIR
     serve_controller_secrets: bool = False
+    merge_urls: tuple[str, ...] = ()
 
 
 def tftp_root(ipxe_dir: Path, into: Path) -> Path:
@@ -153,7 +154,8 @@ def serve(options: ServeOptions, ready: threading.Event | None = None, stop: thr
             http = _start(f"--http-port {options.http_port}", lambda: BootServer(
                 store, options.assets_dir, options.listen, options.http_port,
                 serve_controller_secrets=options.serve_controller_secrets, tls=identity,
-                tls_port=options.https_port, machines=machines), https=f"--https-port {options.https_port}")
+                tls_port=options.https_port, machines=machines, extra_merges=options.merge_urls),
+                https=f"--https-port {options.https_port}")
             _start(f"--http-port {options.http_port}", http.start)
             started.append(http)
             root = tftp_root(options.ipxe_dir, Path(scratch))

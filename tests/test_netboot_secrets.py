@@ -23,7 +23,7 @@ import pytest
 import requests
 
 import ignition_engine
-from conftest import EXAMPLE, require_tool
+from conftest import EXAMPLE, require_tool, static_http
 from netboot_configs import assert_public_part_of, pointer, public_part
 from stellwerk.ignition.secretsplit import split
 from stellwerk.netboot.http import BootServer
@@ -299,3 +299,32 @@ def test_serving_without_the_cluster_ca_is_a_user_error(assets, run_cli):
     result = run_cli("netboot", "serve", assets, "--listen", "127.0.0.1", "--http-port", "0", "--https-port", "0",
                      "--tftp-port", "0")
     assert result.code == 2 and "pki/ca.key" in result.err and "Traceback" not in result.err
+
+
+# -- operator overlays ------------------------------------------------------------------------------------------
+
+@pytest.mark.engine
+def test_an_overlay_url_is_merged_last_by_the_real_ignition(assets, tmp_path):
+    ignition_engine.require_engine()
+    overlay = {"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        {"path": "/etc/motd.d/stellwerk.conf", "mode": 0o644, "overwrite": True, "contents": {"source": "data:,lab%0A"}},
+        {"path": "/etc/lab-overlay", "mode": 0o644, "contents": {"source": "data:,reporting%0A"}}]}}
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www/overlay.ign").write_text(json.dumps(overlay))
+    with static_http(tmp_path / "www") as base, BootServer(
+            Store.load(assets), assets, "127.0.0.1", 0, tls=server_identity(assets, [LOOPBACK]), tls_port=0,
+            machines=MachineRegistry(assets), extra_merges=(f"{base}/overlay.ign",)) as server:
+        config = served(server, "w1").content
+        merges = json.loads(config)["ignition"]["config"]["merge"]
+        assert [m["source"] for m in merges][-1] == f"{base}/overlay.ign"
+        merged = json.loads(ignition_engine.merged_by_ignition(config, online=True))
+    files = {entry["path"]: entry for entry in merged["storage"]["files"]}
+    assert files["/etc/motd.d/stellwerk.conf"]["contents"]["source"] == "data:,lab%0A"  # the overlay won
+    assert "/etc/lab-overlay" in files and "/etc/wireguard/wg0.key" in files  # and the secret part is there too
+    with pytest.raises(ValueError):
+        BootServer(Store.load(assets), assets, "127.0.0.1", 0, extra_merges=("file:///etc/passwd",))
+
+
+def test_serve_refuses_a_bad_merge_url(assets, run_cli):
+    result = run_cli("netboot", "serve", assets, "--merge-url", "ftp://x/overlay.ign")
+    assert result.code == 2 and "--merge-url" in result.err and "Traceback" not in result.err
