@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "lab-cluster.yaml"
 
 
+def _without_components(text: str) -> str:
+    """The example without its `components:` block, for tests that add components of their own."""
+    start = text.index("  components:\n")
+    end = text.index("  snippets:\n", start)
+    return text[:start] + text[end:]
+
+
+# The lab example as it was before it enabled nvme and hostProtection: the base that component tests extend.
+BASE_EXAMPLE_TEXT = _without_components(EXAMPLE.read_text())
+
+
 def require_tool(name: str, *fallbacks: str) -> str:
     """Path of a real engine; missing in CI is a failure, elsewhere a skip."""
     for candidate in (name, *fallbacks):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE, require_tool, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
 from ignition_engine import apply, require, require_engine, validate
 from k8s_schemas import SCHEMAS, validate_object
 
@@ -66,7 +66,7 @@ WORKERS = ("w1",)
 
 def cluster_text(options: str = OPTIONS, *, example: str | None = None, port: str = FREE_PORT,
                  extra_components: str = "") -> str:
-    text = example if example is not None else EXAMPLE.read_text()
+    text = example if example is not None else BASE_EXAMPLE_TEXT
     text = re.sub(r"(?m)^    port: \d+$", f"    port: {port}", text)
     if options.strip() == "{}":
         body = f"    {KEY}: {{}}\n"
@@ -692,7 +692,7 @@ def test_upstream_is_calicos_manifest():
 # --------------------------------------------------------------------------- bad input
 
 
-WITHOUT_MANAGEMENT = EXAMPLE.read_text().replace("    managementCIDRs: [10.213.0.0/24]\n", "")
+WITHOUT_MANAGEMENT = BASE_EXAMPLE_TEXT.replace("    managementCIDRs: [10.213.0.0/24]\n", "")
 
 
 @pytest.mark.parametrize("options, example, port, needle, message", [

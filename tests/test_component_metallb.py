@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE, require_tool, static_http, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, static_http, write_cluster
 from ignition_engine import apply, require_engine, validate
 from k8s_schemas import validate_object
 
@@ -76,7 +76,7 @@ METADATA = {
 
 
 def cluster_text(options: str, example: str | None = None) -> str:
-    text = example if example is not None else EXAMPLE.read_text()
+    text = example if example is not None else BASE_EXAMPLE_TEXT
     return text + "  components:\n    metallb:\n" + textwrap.indent(options, "      ")
 
 
@@ -422,7 +422,7 @@ def test_the_documented_examples_validate(run_cli, tmp_path):
     examples = [block[block.index("  components:\n"):] for block in blocks if "  components:\n" in block]
     assert len(examples) == 3
     for example in examples:
-        result = run_cli("validate", write_cluster(tmp_path, EXAMPLE.read_text() + example))
+        result = run_cli("validate", write_cluster(tmp_path, BASE_EXAMPLE_TEXT + example))
         assert result.code == 0, (example, result.err)
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, write_cluster
 from ignition_engine import apply, require, require_engine, validate
 
 KEY = "nvme"
-EXAMPLE_TEXT = EXAMPLE.read_text()
+EXAMPLE_TEXT = BASE_EXAMPLE_TEXT
 
 # Every fragment at once: a scheduler with a module, nr_requests, spread interrupts,
 # and a mirror mounted at a path whose unit name needs systemd's escaping.

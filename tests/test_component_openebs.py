@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE, require_tool, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
 from ignition_engine import apply, require_engine, validate
 from k8s_schemas import validate_object
 
 KUBERNETES = "1.31.4"
-EXAMPLE_TEXT = EXAMPLE.read_text()
+EXAMPLE_TEXT = BASE_EXAMPLE_TEXT
 W2 = '        - {name: w2, mac: "52:54:00:00:00:22", address: 10.213.0.22, installDisk: /dev/sda}\n'
 W3 = '        - {name: w3, mac: "52:54:00:00:00:23", address: 10.213.0.23}\n'
 _W1 = '        - {name: w1, mac: "52:54:00:00:00:21", address: 10.213.0.21, installDisk: /dev/nvme0n1}\n'

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE, REPO, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, REPO, write_cluster
 from ignition_engine import apply, require_engine, validate
 from k8s_schemas import validate_object
 
@@ -22,7 +22,7 @@ WORKERS = "".join(
 
 def cluster_text(components: str, *, os_family: str = "lab") -> str:
     """The lab example with three workers and `components` (YAML indented for spec.components)."""
-    text = EXAMPLE.read_text()
+    text = BASE_EXAMPLE_TEXT
     single = '        - {name: w1, mac: "52:54:00:00:00:21", address: 10.213.0.21, installDisk: /dev/nvme0n1}\n'
     assert single in text
     text = text.replace(single, WORKERS)
@@ -370,7 +370,7 @@ def test_debian_nodes_cannot_wipe_disks(tmp_path, run_cli):
 
 def test_controllers_count_for_mons_only_when_they_hold_osds(tmp_path, run_cli):
     # One worker: three mons fit only once the controllers are storage nodes (their taint tolerated).
-    one_worker = EXAMPLE.read_text().replace("  snippets:\n", "  components:\n    rookCeph:\n"
+    one_worker = BASE_EXAMPLE_TEXT.replace("  snippets:\n", "  components:\n    rookCeph:\n"
                                              "      replicas: 1\n      deviceFilter: '^vdb$'\n  snippets:\n")
     cluster = write_cluster(tmp_path, one_worker)
     result = run_cli("validate", cluster)

@@ -528,7 +528,10 @@ def test_one_unknown_key_anywhere_is_reported_by_name(run_cli, tmp_path, where, 
     path, result = validate_bytes(run_cli, tmp_path, yaml.safe_dump(doc, sort_keys=False).encode("utf-8"))
     note(f"stderr:\n{result.err}")
     assert result.code == 2, f"unknown key {key!r} at {fmt(where)!r} accepted (exit {result.code})\n{result.err}"
-    assert key in result.err or repr(key) in result.err, f"unknown key {key!r} not named:\n{result.err}"
+    # Named as written, quoted, or with control characters escaped (a raw one would break the message line).
+    escaped = key.encode("unicode_escape").decode("ascii")
+    assert key in result.err or repr(key) in result.err or escaped in result.err, \
+        f"unknown key {key!r} not named:\n{result.err}"
     check_report(result, path)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import EXAMPLE, require_tool, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
 from netboot_configs import assert_public_part_of, public_part, without_pointer
 from stellwerk.netboot.http import BootServer
 from stellwerk.netboot.machines import MachineRegistry
@@ -703,7 +703,7 @@ def test_every_request_is_one_json_line_without_config_contents(lab, lab_assets,
 @pytest.fixture
 def debian_assets(run_cli, tmp_path, example_text) -> Path:
     """The lab cluster as Debian nodes (cloud-config.yaml), with a store whose profile reads cloud-config."""
-    cluster = write_cluster(tmp_path, example_text.replace("family: lab", "family: debian"))
+    cluster = write_cluster(tmp_path, BASE_EXAMPLE_TEXT.replace("family: lab", "family: debian"))
     root = tmp_path / "assets"
     result = run_cli("render", cluster, "-o", root)
     assert result.code == 0, result.err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE, require_tool, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
 from ignition_engine import apply, validate
 
 CA_KEY_MARKERS = ("ca.key", "front-proxy-ca.key", "etcd/ca.key")
@@ -282,8 +282,9 @@ def test_broken_secret_is_an_error_and_nothing_is_written(tmp_path, run_cli):
 
 def test_removed_node_configs_are_removed_and_reported(tmp_path, run_cli, example_text):
     assets = tmp_path / "assets"
-    assert run_cli("render", EXAMPLE, "-o", assets).code == 0
-    text = example_text.replace('        - {name: w1, mac: "52:54:00:00:00:21", address: 10.213.0.21, installDisk: /dev/nvme0n1}\n', "")
+    # Without the example's components: its data array needs a worker.
+    assert run_cli("render", write_cluster(tmp_path, BASE_EXAMPLE_TEXT, "base.yaml"), "-o", assets).code == 0
+    text = BASE_EXAMPLE_TEXT.replace('        - {name: w1, mac: "52:54:00:00:00:21", address: 10.213.0.21, installDisk: /dev/nvme0n1}\n', "")
     text = text.replace("      nodes:\n", "      nodes: []\n")
     result = run_cli("render", write_cluster(tmp_path, text), "-o", assets)
     assert result.code == 0, result.err
@@ -294,7 +295,7 @@ def test_removed_node_configs_are_removed_and_reported(tmp_path, run_cli, exampl
 
 def test_debian_nodes_get_cloud_configs_that_cloud_init_accepts(tmp_path, run_cli, example_text):
     cloud_init = require_tool("cloud-init")
-    text = example_text.replace("    family: lab\n", "    family: debian\n")
+    text = BASE_EXAMPLE_TEXT.replace("    family: lab\n", "    family: debian\n")
     assets = tmp_path / "assets"
     result = run_cli("render", write_cluster(tmp_path, text), "-o", assets)
     assert result.code == 0, result.err
