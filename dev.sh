@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 # What the main job needs, and what the tests run for real.
 DEMO_PACKAGES=(python3 python3-venv python3-pip)
 TEST_PACKAGES=(ignition policycoreutils openssl wireguard-tools etcd-server etcd-client cloud-init nftables
-               systemd udev util-linux iproute2 busybox curl ipxe tftp-hpa
+               systemd udev util-linux iproute2 curl ipxe tftp-hpa
                qemu-system-x86 ipxe-qemu ovmf libvirt-daemon-system libvirt-dev pkg-config gcc python3-dev
                busybox-static cpio dnsmasq-base mmdebstrap squashfs-tools zstd)
 

@@ -191,8 +191,10 @@ def netboot_serve(assets_dir: Path, listen: str, http_port: int, https_port: int
                   interface: str | None, dhcp_range: tuple[str, str] | None, merge_urls: tuple[str, ...],
                   serve_controller_secrets: bool) -> None:
     """Serve ASSETS_DIR to booting machines: DHCP (optional), TFTP (iPXE) and HTTP (scripts, configs, images)."""
+    from .netboot.logs import log_to_stderr
     from .netboot.serve import ServeOptions, serve
 
+    log_to_stderr()
     serve(ServeOptions(assets_dir=assets_dir, listen=listen, http_port=http_port, https_port=https_port,
                        tftp_port=tftp_port, dhcp=dhcp, interface=interface, dhcp_range=dhcp_range,
                        serve_controller_secrets=serve_controller_secrets, merge_urls=merge_urls),

@@ -71,6 +71,11 @@ PXE_END = 255
 # Discovery control bit 3: "if a boot file name is present in the initial offer, download it; do not
 # prompt, show a menu or discover boot servers".
 _PXE_BOOT_FROM_OFFER = bytes([PXE_DISCOVERY_CONTROL, 1, 0x08, PXE_END])
+# iPXE's own options live in option 175; its sub-option 176 ("no-pxedhcp") = 1 tells iPXE not to wait for
+# ProxyDHCP offers. Without it, iPXE holds every offer that has no PXE options for DHCP_DISC_PROXY_TIMEOUT_SEC
+# (2 s, ~3 s with its retransmission timer) in case a ProxyDHCP server answers too.
+IPXE_ENCAPSULATED = 175
+_IPXE_NO_PXEDHCP = bytes([176, 1, 1])
 
 ARCHITECTURES = {  # option 93 values (RFC 4578 and the IANA registry), for log lines
     0: "x86-bios", 6: "x86-uefi", 7: "x86_64-uefi", 9: "x86_64-uefi", 10: "arm32-uefi",
@@ -636,6 +641,9 @@ class DHCPServer:
             options += boot
             if boot_file is None:
                 self._count("no_boot_file")
+            elif request.is_ipxe:
+                # This offer names the boot script already, and in full mode no ProxyDHCP server has more to add.
+                options.append((IPXE_ENCAPSULATED, _IPXE_NO_PXEDHCP))
         payload = self._encode(
             request, message_type, options, yiaddr=address or ZERO,
             ciaddr=request.ciaddr if message_type == ACK else ZERO,

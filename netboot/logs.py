@@ -1,0 +1,37 @@
+"""The log of `stellwerk netboot serve`: one JSON object per line on stderr, whatever the service.
+
+Each line carries `time` (Unix seconds), `logger`, `level` and `message`; TFTP transfers add their structured
+record as `tftp`. The HTTP service's message is itself a JSON object (see http.py), kept as a string so that every
+line has the same shape for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+EXTRA_FIELDS = ("tftp",)
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {"time": round(record.created, 3), "logger": record.name,
+                                   "level": record.levelname, "message": record.getMessage()}
+        for key in EXTRA_FIELDS:
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """Send Stellwerk's records at `level` and above to stderr as JSON lines (once per process)."""
+    logger = logging.getLogger("stellwerk")
+    if any(isinstance(handler.formatter, JsonLines) for handler in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    logger.addHandler(handler)
+    logger.setLevel(level)
