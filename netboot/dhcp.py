@@ -2,9 +2,9 @@
 
 Layers, top to bottom:
 
-- `parse_request` turns one UDP payload into a validated `Request` (scapy decodes the BOOTP/DHCP
-  wire format; this module checks what scapy tolerates). Anything unusable raises `Malformed` or
-  `Ignored`; the server counts it, logs it (rate-limited) and carries on.
+- `parse_request` turns one UDP payload into a validated `Request` (the fixed BOOTP header is read
+  directly, scapy decodes the DHCP options; this module checks what scapy tolerates). Anything
+  unusable raises `Malformed` or `Ignored`; the server counts it, logs it (rate-limited) and carries on.
 - `DHCPServer.handle` decides the answer to one request and returns the `Reply` objects to send,
   without touching a socket, so it can be exercised directly.
 - `DHCPServer.start` runs the socket loop in one thread: UDP sockets bound to the interface
@@ -19,6 +19,7 @@ fetch the HTTP boot script, so the chain ends there instead of looping.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import re
 import selectors
@@ -32,10 +33,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Literal
 
-from scapy.layers.dhcp import BOOTP, DHCP, dhcpmagic
-from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
+from scapy.layers.dhcp import DHCP, dhcpmagic
 
 from .leases import Lease, LeaseTable, Pool, Reservation, normalize_mac
 
@@ -225,9 +223,14 @@ def parse_request(data: bytes) -> Request:
     if htype != 1 or hlen != 6:
         raise Ignored(f"hardware type {htype} with address length {hlen}: only Ethernet (1, 6) is served")
     try:
-        packet = BOOTP(data)
+        # Scapy decodes the options only; the fixed header is read below with struct (dissecting it
+        # with BOOTP would double the cost of a request). As when DHCP is dissected under BOOTP,
+        # options it cannot dissect at all count as none.
+        try:
+            layer = DHCP(data[MIN_MESSAGE:]) if size > MIN_MESSAGE else None
+        except Exception:
+            layer = None
         options: dict[Any, tuple] = {}
-        layer = packet.getlayer(DHCP)
         if layer is None:
             raise Malformed("no DHCP options after the magic cookie")
         _collect(layer.options, options, "the options field")
@@ -236,9 +239,9 @@ def parse_request(data: bytes) -> Request:
             if overload not in (1, 2, 3):
                 raise Malformed(f"option 52 (overload) has the invalid value {overload}")
             if overload & 1:
-                _collect(DHCP(bytes(packet.file)).options, options, "the file field")
+                _collect(DHCP(data[108:236]).options, options, "the file field")
             if overload & 2:
-                _collect(DHCP(bytes(packet.sname)).options, options, "the sname field")
+                _collect(DHCP(data[44:108]).options, options, "the sname field")
     except Dropped:
         raise
     except Exception as exc:  # scapy raising on some odd input is a malformed packet, not a crash
@@ -276,10 +279,10 @@ def parse_request(data: bytes) -> Request:
 
     return Request(
         message_type=message_type,
-        xid=packet.xid,
-        flags=int(packet.flags),
-        ciaddr=IPv4Address(packet.ciaddr),
-        giaddr=IPv4Address(packet.giaddr),
+        xid=int.from_bytes(data[4:8], "big"),
+        flags=int.from_bytes(data[10:12], "big"),
+        ciaddr=IPv4Address(data[12:16]),
+        giaddr=IPv4Address(data[24:28]),
         chaddr=bytes(data[28:44]),
         mac=":".join(f"{b:02x}" for b in data[28:34]),
         server_id=address("server_id", 54),
@@ -366,6 +369,51 @@ class _RateLimit:
             return True
         self.suppressed += 1
         return False
+
+
+# The fixed BOOTP header, op to file (236 bytes); the magic cookie and the options follow it.
+_BOOTP_HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
+_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")  # 20 bytes: no IP options
+_UDP_HEADER = struct.Struct("!HHHH")
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_options(options: tuple) -> bytes:
+    return bytes(DHCP(options=list(options)))
+
+
+def _options_field(options: list) -> bytes:
+    """The encoded options (after the magic cookie). Scapy encodes them, once per distinct list: the
+    replies of one pool repeat the same options for every client, and building scapy packets per reply
+    would cost more than everything else the server does for a request."""
+    try:
+        return _cached_options(tuple(options))
+    except TypeError:  # an unhashable value (a list): encoded each time
+        return bytes(DHCP(options=options))
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of `data`."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _udp_frame(src_mac: bytes, dst_mac: str, src_ip: IPv4Address, dst_ip: str, sport: int, dport: int,
+               payload: bytes) -> bytes:
+    """An Ethernet frame holding one IPv4/UDP datagram with both checksums: what scapy's Ether/IP/UDP
+    builds (identification 1, TTL 64), without its per-packet cost."""
+    source, destination = src_ip.packed, socket.inet_aton(dst_ip)
+    udp_length = 8 + len(payload)
+    ip = _IPV4_HEADER.pack(0x45, 0, 20 + udp_length, 1, 0, 64, socket.IPPROTO_UDP, 0, source, destination)
+    ip = ip[:10] + _checksum(ip).to_bytes(2, "big") + ip[12:]
+    pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_length)
+    udp_checksum = _checksum(pseudo + _UDP_HEADER.pack(sport, dport, udp_length, 0) + payload) or 0xFFFF  # 0: none
+    udp = _UDP_HEADER.pack(sport, dport, udp_length, udp_checksum)
+    return bytes.fromhex(dst_mac.replace(":", "")) + src_mac + b"\x08\x00" + ip + udp + payload
 
 
 def _interface_mac(interface: str) -> bytes:
@@ -720,12 +768,13 @@ class DHCPServer:
             flags |= _BROADCAST_FLAG
         if request.relay_info is not None and request.giaddr != ZERO and len(request.relay_info) <= 255:
             options = [*options, ("relay_agent_information", request.relay_info)]  # RFC 3046: last, echoed
-        packet = BOOTP(
-            op=2, htype=1, hlen=6, hops=0, xid=request.xid, secs=0, flags=flags,
-            ciaddr=str(ciaddr), yiaddr=str(yiaddr), siaddr=str(siaddr), giaddr=str(request.giaddr),
-            chaddr=request.chaddr, sname=sname, file=file_field, options=dhcpmagic,
-        ) / DHCP(options=[("message-type", message_type), ("server_id", str(self.server_ip)), *options, "end"])
-        payload = bytes(packet)
+        # sname and file are zero-padded (or cut) to their fixed sizes, as scapy's BOOTP does.
+        header = _BOOTP_HEADER.pack(
+            2, 1, 6, 0, request.xid, 0, flags, ciaddr.packed, yiaddr.packed, siaddr.packed, request.giaddr.packed,
+            request.chaddr, sname, file_field,
+        )
+        encoded = _options_field([("message-type", message_type), ("server_id", str(self.server_ip)), *options, "end"])
+        payload = header + dhcpmagic + encoded
         return payload + b"\0" * (MIN_REPLY - len(payload)) if len(payload) < MIN_REPLY else payload
 
     def _destination(
@@ -839,13 +888,8 @@ class DHCPServer:
     def _send(self, reply: Reply) -> None:
         try:
             if reply.mac is not None and self._raw is not None and self._if_mac is not None:
-                frame = (
-                    Ether(src=self._if_mac, dst=reply.mac, type=0x0800)
-                    / IP(src=str(self.server_ip), dst=reply.destination[0], ttl=64)
-                    / UDP(sport=self.server_port, dport=reply.destination[1])
-                    / Raw(reply.payload)
-                )
-                self._raw.send(bytes(frame))
+                self._raw.send(_udp_frame(self._if_mac, reply.mac, self.server_ip, reply.destination[0],
+                                          self.server_port, reply.destination[1], reply.payload))
                 return
             destination = reply.destination
             if reply.mac is not None:  # no raw socket: broadcast instead (RFC 2131 allows it)

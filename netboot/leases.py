@@ -173,15 +173,29 @@ class LeaseTable:
     _reserved_mac: dict[str, Reservation] = field(default_factory=dict, init=False, repr=False)
     _reserved_address: dict[IPv4Address, Reservation] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    # Indexes that keep every request O(1) in the table's size (a rack of 1000 machines booting at
+    # once would otherwise cost O(n) per DISCOVER and per REQUEST):
+    # - the client each pending offer's address is set aside for;
+    _offered_to: dict[IPv4Address, str] = field(default_factory=dict, init=False, repr=False)
+    # - the earliest expiry of any lease, decline or offer: `_reclaim` has nothing to do before it;
+    _next_expiry: float = field(default=float("inf"), init=False, repr=False)
+    # - the lowest range address (as an int) that may be free: every range address below it is
+    #   leased, offered, declined, reserved or unusable. Whatever frees an address lowers it.
+    _free_from: int = field(default=0, init=False, repr=False)
+    # - each lease's lines in the lease file, by address, so a save does not re-encode every lease.
+    _lease_text: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    _unusable_addresses: frozenset[IPv4Address] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.server_ip = _address(self.server_ip, "server address")
+        self._unusable_addresses = frozenset(self._unusable())
+        self._free_from = int(self.pool.start) if self.pool.start is not None else 0  # type: ignore[arg-type]
         if self.path is not None:
             self.path = Path(self.path)
         for reservation in self.reservations:
             if reservation.address not in self.pool.network:
                 raise ValueError(f"reservation {reservation.mac} -> {reservation.address}: not in {self.pool.network}")
-            if reservation.address in self._unusable():
+            if reservation.address in self._unusable_addresses:
                 raise ValueError(
                     f"reservation {reservation.mac} -> {reservation.address}: that is the server, router, "
                     "network or broadcast address"
@@ -242,14 +256,20 @@ class LeaseTable:
                 chosen = self._offers[mac].address
             elif requested is not None and self._why_not(mac, requested) is None:
                 chosen = requested
-            else:
-                offered = self._offered()
-                for candidate in self.pool.range_addresses():
-                    if self._why_not(mac, candidate, offered) is None:
+            elif self.pool.start is not None:
+                # Every address below `_free_from` is taken for any client that gets here (one with a
+                # reservation, a lease or a valid offer was answered above), so the scan starts there.
+                last = int(self.pool.end)  # type: ignore[arg-type]
+                candidate_int = max(self._free_from, int(self.pool.start))  # type: ignore[arg-type]
+                while candidate_int <= last:
+                    candidate = IPv4Address(candidate_int)
+                    if self._why_not(mac, candidate) is None:
                         chosen = candidate
                         break
+                    candidate_int += 1
+                self._free_from = candidate_int
             if chosen is not None:
-                self._offers[mac] = _Offer(chosen, now + self.offer_hold)
+                self._set_offer(mac, chosen, now + self.offer_hold)
             return chosen
 
     # ---- changes (each one is persisted) -------------------------------------------------------
@@ -262,10 +282,12 @@ class LeaseTable:
             if reservation is not None and reservation.hostname:
                 hostname = reservation.hostname
             lease = Lease(mac, address, int(self.clock()) + self.pool.lease_time, hostname)
+            free_from = self._free_from
             self._drop_mac(mac)
-            self._offers.pop(mac, None)
-            self._by_mac[mac] = lease
-            self._by_address[address] = lease
+            self._drop_offer(mac)
+            self._add_lease(lease)
+            if self._free_from == int(address):  # only the address bound now was let go: nothing is free
+                self._free_from = free_from
             self._save()
             return lease
 
@@ -287,14 +309,16 @@ class LeaseTable:
                 self._drop_mac(mac)
             offer = self._offers.get(mac)
             if offer is not None and offer.address == address:
-                del self._offers[mac]
-            self._declined[address] = int(self.clock()) + self.decline_hold
+                self._drop_offer(mac)
+            until = int(self.clock()) + self.decline_hold
+            self._declined[address] = until
+            self._next_expiry = min(self._next_expiry, until)
             self._save()
 
     def forget_offer(self, mac: str) -> None:
         """The client took another server's offer."""
         with self._lock:
-            self._offers.pop(mac, None)
+            self._drop_offer(mac)
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -305,14 +329,10 @@ class LeaseTable:
             unusable.add(self.pool.router)  # type: ignore[arg-type]
         return unusable
 
-    def _offered(self) -> dict[IPv4Address, str]:
-        now = self.clock()
-        return {offer.address: mac for mac, offer in self._offers.items() if offer.expires > now}
-
-    def _why_not(self, mac: str, address: IPv4Address, offered: dict[IPv4Address, str] | None = None) -> str | None:
+    def _why_not(self, mac: str, address: IPv4Address) -> str | None:
         if address not in self.pool.network:
             return f"{address} is not in the served network {self.pool.network}"
-        if address in self._unusable():
+        if address in self._unusable_addresses:
             return f"{address} is the server, router, network or broadcast address"
         reservation = self._reserved_mac.get(mac)
         if reservation is not None and reservation.address != address:
@@ -327,18 +347,49 @@ class LeaseTable:
             return f"{address} is leased to another client"
         if address in self._declined and reserved is None:
             return f"{address} was declined by a client (in use by someone else) and is held back"
-        offered_to = (offered if offered is not None else self._offered()).get(address)
-        if offered_to is not None and offered_to != mac:
+        offered_to = self._offered_to.get(address)
+        if offered_to is not None and offered_to != mac and self._offers[offered_to].expires > self.clock():
             return f"{address} is offered to another client"
         return None
+
+    def _freed(self, address: IPv4Address) -> None:
+        """`address` may be free again: the next scan for a free address must look at it."""
+        self._free_from = min(self._free_from, int(address))
+
+    def _set_offer(self, mac: str, address: IPv4Address, expires: float) -> None:
+        old = self._offers.get(mac)
+        if old is not None and old.address != address:
+            self._drop_offer(mac)
+        self._offers[mac] = _Offer(address, expires)
+        self._offered_to[address] = mac
+        self._next_expiry = min(self._next_expiry, expires)
+
+    def _drop_offer(self, mac: str) -> None:
+        offer = self._offers.pop(mac, None)
+        if offer is not None:
+            if self._offered_to.get(offer.address) == mac:
+                del self._offered_to[offer.address]
+            self._freed(offer.address)
+
+    def _add_lease(self, lease: Lease) -> None:
+        self._by_mac[lease.mac] = lease
+        self._by_address[lease.address] = lease
+        # The lease as it appears in the lease file, indented for its place in the "leases" list.
+        text = json.dumps(lease.to_json(), indent=2, sort_keys=True)
+        self._lease_text[int(lease.address)] = "    " + text.replace("\n", "\n    ")
+        self._next_expiry = min(self._next_expiry, lease.expires)
 
     def _drop_mac(self, mac: str) -> None:
         old = self._by_mac.pop(mac, None)
         if old is not None and self._by_address.get(old.address) is old:
             del self._by_address[old.address]
+            del self._lease_text[int(old.address)]
+            self._freed(old.address)
 
     def _reclaim(self) -> None:
         now = self.clock()
+        if now < self._next_expiry:
+            return  # nothing has expired yet: no need to look at every lease
         changed = False
         for lease in [lease for lease in self._by_mac.values() if lease.expires <= now]:
             log.info("dhcp lease-expired mac=%s address=%s", lease.mac, lease.address)
@@ -346,21 +397,30 @@ class LeaseTable:
             changed = True
         for address in [a for a, until in self._declined.items() if until <= now]:
             del self._declined[address]
+            self._freed(address)
             changed = True
         for mac in [m for m, offer in self._offers.items() if offer.expires <= now]:
-            del self._offers[mac]
+            self._drop_offer(mac)
+        self._next_expiry = min(
+            [lease.expires for lease in self._by_mac.values()] + list(self._declined.values())
+            + [offer.expires for offer in self._offers.values()],
+            default=float("inf"),
+        )
         if changed:
             self._save()
 
     def _save(self) -> None:
+        """The whole table, as `json.dumps(document, indent=2, sort_keys=True)` writes it; but from
+        each lease's text kept since it was bound, so a save costs a join, not an encoding of every lease."""
         if self.path is None:
             return
-        document = {
-            "version": LEASE_FILE_VERSION,
-            "leases": [lease.to_json() for lease in sorted(self._by_mac.values(), key=lambda lease: lease.address)],
-            "declined": [{"address": str(a), "until": until} for a, until in sorted(self._declined.items())],
-        }
-        replace_file(self.path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+        declined = [{"address": str(a), "until": until} for a, until in sorted(self._declined.items())]
+        declined_text = json.dumps(declined, indent=2, sort_keys=True).replace("\n", "\n  ")
+        leases = [self._lease_text[address] for address in sorted(self._lease_text)]
+        leases_text = "[\n" + ",\n".join(leases) + "\n  ]" if leases else "[]"
+        text = (f'{{\n  "declined": {declined_text},\n  "leases": {leases_text},\n'
+                f'  "version": {LEASE_FILE_VERSION}\n}}\n')
+        replace_file(self.path, text.encode(), 0o644)
 
     def _load(self) -> None:
         if self.path is None or not self.path.exists():
@@ -381,14 +441,13 @@ class LeaseTable:
                     raise ValueError("expires must be an integer and hostname a string")
                 if mac in self._by_mac or address in self._by_address:
                     raise ValueError(f"a second lease for {mac} or {address}")
-                lease = Lease(mac, address, expires, hostname)
-                self._by_mac[mac] = lease
-                self._by_address[address] = lease
+                self._add_lease(Lease(mac, address, expires, hostname))
             for entry in document.get("declined", []):
                 until = entry["until"]
                 if not isinstance(until, int):
                     raise ValueError("until must be an integer")
                 self._declined[_address(entry["address"], "address")] = until
+                self._next_expiry = min(self._next_expiry, until)
         except (KeyError, TypeError, ValueError) as exc:
             raise LeaseFileError(f"{self.path}: bad entry: {exc}") from None
         # Leases the current configuration no longer allows (pool or reservations changed) are dropped.
