@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -530,6 +531,18 @@ def test_real_nft_accepts_every_nodes_ruleset(roots):
         # Loading it twice must work: reloading the unit replaces the table instead of failing on it.
         listing = nft_listing(root / NFT_FILE)
         assert listing == nft_listing(root / NFT_FILE)
+
+
+def test_rulesets_need_no_protocol_names_from_etc_protocols(roots):
+    # A minimal OS (the lab OS, a distroless host) may have no /etc/protocols; nft then cannot resolve a protocol
+    # name and refuses the whole ruleset, leaving the node unprotected. Checked with the file hidden.
+    nft = require_tool("nft", "/usr/sbin/nft")
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare (a private mount)")
+    for name, root in roots.items():
+        script = f"mount --bind /dev/null /etc/protocols && exec {nft} -c -f {root / NFT_FILE}"
+        result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
 def test_calico_policies_and_nftables_allow_the_same_traffic_port_by_port(rendered, roots):
