@@ -26,8 +26,10 @@ def profile(plan: Plan) -> dict[str, Any]:
                 "args": ["flatcar.first_boot=1", "ignition.platform.id=metal", *_CONSOLE],
                 "config": "installer"}
     if family == "lab":
-        return {"id": "lab", "kernel": "/assets/lab/vmlinuz", "initrd": ["/assets/lab/initrd.img"],
-                "args": ["ignition.firstboot", "ignition.platform.id=metal", *_CONSOLE], "config": "ignition"}
+        from .images.contract import INITRD_FILE, KERNEL_ARGS, KERNEL_FILE
+
+        return {"id": "lab", "kernel": f"/assets/lab/{KERNEL_FILE}", "initrd": [f"/assets/lab/{INITRD_FILE}"],
+                "args": list(KERNEL_ARGS), "config": "ignition"}
     return {"id": "debian", "kernel": "/assets/debian/linux", "initrd": ["/assets/debian/initrd.gz"],
             "args": [*_CONSOLE], "config": "cloud-config"}
 

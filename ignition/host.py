@@ -15,7 +15,9 @@ from .model import Config, Dropin, File, Unit, User
 from .templating import render_template
 
 NETWORK_DIR = "/etc/systemd/network"
-WIREGUARD_KEY_FILE = "/etc/wireguard/wg0.key"
+# Beside the netdev that names it: networkd must reach it, and distributions ship /etc/wireguard as 0700 root
+# (Debian's wireguard-tools does), where networkd, running as systemd-network, is refused.
+WIREGUARD_KEY_FILE = "/etc/systemd/network/wg0.key"
 # systemd-networkd reads PrivateKeyFile= as this user, so it owns the 0600 key.
 WIREGUARD_KEY_OWNER = "systemd-network"
 

@@ -16,6 +16,7 @@ from .context import RenderContext
 from .controller import controller_config
 from .flatcar import sysext_config
 from .host import host_config
+from .labos import state_filesystem_config
 from .merge import MergeConflict, merge
 from .model import Config, dumps
 
@@ -32,6 +33,8 @@ def node_config(context: RenderContext, node: NodePlan) -> Config:
     parts = [host_config(context, node)]
     if context.plan.spec.os.family == "flatcar":
         parts.append(sysext_config(context.plan, node))
+    if context.plan.spec.os.family == "lab":
+        parts.append(state_filesystem_config(node))
     if node.is_controller:
         parts.append(controller_config(context, node))
     parts += [fragment_config(fragment) for fragment in node.fragments]

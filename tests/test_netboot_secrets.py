@@ -125,7 +125,7 @@ def test_no_rendered_public_part_holds_a_private_key(rendered):
         public = public_part(config)
         assert "PRIVATE KEY" not in json.dumps(public), config
         paths = {entry["path"] for entry in public["storage"]["files"]}
-        assert not paths & {"/etc/wireguard/wg0.key", "/etc/kubernetes/bootstrap-kubelet.conf",
+        assert not paths & {"/etc/systemd/network/wg0.key", "/etc/kubernetes/bootstrap-kubelet.conf",
                             "/etc/kubernetes/pki/ca.key", "/etc/kubernetes/pki/etcd/peer.key"}, config
 
 
@@ -144,7 +144,7 @@ def test_ignition_fetches_the_secret_part_over_pinned_tls_and_ends_with_the_rend
     ignition_engine.apply((assets / f"nodes/{node}/ignition.json").read_bytes(), tmp_path / "rendered")
     netbooted, rendered = tree(tmp_path / "netbooted"), tree(tmp_path / "rendered")
     assert netbooted == rendered
-    key = "etc/kubernetes/pki/ca.key" if node == "c1" else "etc/wireguard/wg0.key"
+    key = "etc/kubernetes/pki/ca.key" if node == "c1" else "etc/systemd/network/wg0.key"
     assert netbooted[key][1] == 0o600
 
 
@@ -156,7 +156,7 @@ def test_ignition_refuses_a_secret_part_that_does_not_match_its_hash(server, ass
     path = assets / "nodes/w1/ignition.json"
     config = json.loads(path.read_bytes())
     for entry in config["storage"]["files"]:
-        if entry["path"] == "/etc/wireguard/wg0.key":
+        if entry["path"] == "/etc/systemd/network/wg0.key":
             entry["contents"]["source"] = "data:,tampered%0A"
     path.write_text(json.dumps(config))
     with pytest.raises(AssertionError, match="hash"):
@@ -320,7 +320,7 @@ def test_an_overlay_url_is_merged_last_by_the_real_ignition(assets, tmp_path):
         merged = json.loads(ignition_engine.merged_by_ignition(config, online=True))
     files = {entry["path"]: entry for entry in merged["storage"]["files"]}
     assert files["/etc/motd.d/stellwerk.conf"]["contents"]["source"] == "data:,lab%0A"  # the overlay won
-    assert "/etc/lab-overlay" in files and "/etc/wireguard/wg0.key" in files  # and the secret part is there too
+    assert "/etc/lab-overlay" in files and "/etc/systemd/network/wg0.key" in files  # and the secret part is there too
     with pytest.raises(ValueError):
         BootServer(Store.load(assets), assets, "127.0.0.1", 0, extra_merges=("file:///etc/passwd",))
 

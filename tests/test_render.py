@@ -146,13 +146,13 @@ def test_wireguard_mesh_files_and_keys(rendered, tmp_path):
         assert derived == (rendered / f"wireguard/{name}.pub").read_text()
     root = tmp_path / "c2"
     apply((rendered / "nodes/c2/ignition.json").read_bytes(), root)
-    key_file = root / "etc/wireguard/wg0.key"
+    key_file = root / "etc/systemd/network/wg0.key"
     info = key_file.stat()
     assert stat.S_IMODE(info.st_mode) == 0o600
     assert info.st_uid == _scratch_uid(root, "systemd-network")
     assert key_file.read_text() == (rendered / "wireguard/c2.key").read_text()
     netdev = (root / "etc/systemd/network/50-wg0.netdev").read_text()
-    assert "PrivateKeyFile=/etc/wireguard/wg0.key" in netdev
+    assert "PrivateKeyFile=/etc/systemd/network/wg0.key" in netdev
     assert (rendered / "wireguard/c2.key").read_text().strip() not in netdev
     peers = netdev.split("[WireGuardPeer]")[1:]
     assert len(peers) == 3
