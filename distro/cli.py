@@ -222,6 +222,18 @@ def netboot_reprovision(assets_dir: Path, nodes: tuple[str, ...]) -> None:
     click.echo(f"armed for one more delivery of their secrets: {', '.join(nodes)}")
 
 
+def _add_groups() -> None:
+    # The images and lab groups live with their packages; their imports stay lazy inside each command.
+    from .images.cli import images
+    from .lab.cli import lab
+
+    cli.add_command(images)
+    cli.add_command(lab)
+
+
+_add_groups()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="stellwerk", standalone_mode=False)

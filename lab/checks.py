@@ -63,7 +63,9 @@ def check_units(node: str, report: Mapping, expected_failed: Mapping[str, str] =
         if unit == "kubelet.service":
             kubelet = active
     if failed:
-        return Check(node, "units", False, "failed: " + ", ".join(sorted(failed)))
+        logs = report.get("failedLogs") or ""
+        why = " | ".join(line.strip() for line in logs.splitlines()[-6:] if line.strip() and not line.startswith("=="))
+        return Check(node, "units", False, "failed: " + ", ".join(sorted(failed)) + (f" ({why})" if why else ""))
     if kubelet not in (None, "inactive"):
         return Check(node, "units", False, f"kubelet.service is {kubelet}, expected inactive by its condition")
     state = (report.get("system") or "").strip()

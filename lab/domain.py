@@ -103,6 +103,9 @@ class DomainSpec:
 
 
 QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
+# PCI slots on q35's root bus for the NVMe controllers: libvirt, which does not know of them, gives its own devices
+# and root ports the low slots, and the chipset sits at 0x1f.
+NVME_FIRST_SLOT = 0x10
 ET.register_namespace("qemu", QEMU_NAMESPACE)
 
 
@@ -150,7 +153,8 @@ def _nvme_commandline(spec: DomainSpec) -> ET.Element:
     for index, disk in enumerate(spec.nvme_disks):
         drive = f"stellwerk-nvme{index}"
         for value in ("-drive", f"file={_qemu_value(disk)},format=raw,if=none,id={drive},cache=unsafe",
-                      "-device", f"nvme,drive={drive},serial={spec.name[:16]}-{index}"):
+                      "-device", f"nvme,drive={drive},serial={spec.name[:16]}-{index},bus=pcie.0,"
+                                 f"addr={NVME_FIRST_SLOT + index:#x}"):
             ET.SubElement(commandline, f"{{{QEMU_NAMESPACE}}}arg", value=value)
     return commandline
 
