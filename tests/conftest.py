@@ -90,3 +90,11 @@ def static_http(directory: Path) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def component_filesystems(storage: dict) -> list[dict]:
+    """An Ignition storage section's filesystems minus the lab OS's state filesystem, which render gives every
+    lab node on its install disk: what the components added."""
+    from stellwerk.images.contract import STATE_LABEL
+
+    return [fs for fs in storage.get("filesystems", []) if fs.get("label") != STATE_LABEL]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, component_filesystems, write_cluster
 from ignition_engine import apply, require, require_engine, validate
 
 KEY = "nvme"
@@ -101,12 +101,12 @@ def test_storage_sections_on_the_raid_nodes_only(rendered):
     _, assets = rendered
     storage = node_config(assets, "w1")["storage"]
     assert storage["raid"] == [{"name": "data", "level": "raid1", "devices": ["/dev/nvme1n1", "/dev/nvme2n1"]}]
-    assert storage["filesystems"] == [
+    assert component_filesystems(storage) == [
         {"device": "/dev/md/data", "format": "xfs", "wipeFilesystem": False, "label": "fastdata"}]
     assert "disks" not in storage  # wipeDevices is off by default
     # The array defaults to the workers; controllers get the tuning only.
     controller = node_config(assets, "c1")
-    assert "raid" not in controller["storage"] and "filesystems" not in controller["storage"]
+    assert "raid" not in controller["storage"] and component_filesystems(controller["storage"]) == []
     assert MOUNT_UNIT not in {unit["name"] for unit in controller["systemd"]["units"]}
     paths = {f["path"] for f in controller["storage"]["files"]}
     assert "/etc/udev/rules.d/70-stellwerk-nvme.rules" in paths
@@ -147,7 +147,7 @@ def test_wipe_options_reach_the_storage_section(tmp_path):
     storage = node_config(tmp_path / "assets", "w1")["storage"]
     assert storage["disks"] == [{"device": "/dev/nvme1n1", "wipeTable": True},
                                 {"device": "/dev/nvme2n1", "wipeTable": True}]
-    assert storage["filesystems"][0]["wipeFilesystem"] is True
+    assert component_filesystems(storage)[0]["wipeFilesystem"] is True
     if shutil.which("ignition-validate"):
         validate((tmp_path / "assets/nodes/w1/ignition.json").read_bytes())
 

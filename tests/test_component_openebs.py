@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, component_filesystems, require_tool, write_cluster
 from ignition_engine import apply, require_engine, validate
 from k8s_schemas import validate_object
 
@@ -141,7 +141,7 @@ def test_hostpath_with_a_disk(run_cli, tmp_path, scratch):
         {"matchLabelExpressions": [{"key": "kubernetes.io/hostname", "values": ["w1", "w2"]}]}]
 
     worker = node_json(assets, "w1")
-    assert worker["storage"]["filesystems"] == [
+    assert component_filesystems(worker["storage"]) == [
         {"device": "/dev/disk/by-id/ata-DISK_01", "format": "ext4", "wipeFilesystem": False, "label": "openebs"}]
     mount = units_of(worker)["var-mnt-openebs.mount"]
     assert mount["enabled"] is True
@@ -154,7 +154,7 @@ def test_hostpath_with_a_disk(run_cli, tmp_path, scratch):
     # systemd itself checks the unit, including that its name matches Where=.
     systemd_verify(tmp_path, "var-mnt-openebs.mount", text)
     # Controllers carry no storage by default.
-    assert "filesystems" not in node_json(assets, "c1").get("storage", {})
+    assert component_filesystems(node_json(assets, "c1").get("storage", {})) == []
     assert not any("openebs" in path for path in paths_of(node_json(assets, "c1")))
 
 

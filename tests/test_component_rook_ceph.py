@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, REPO, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, REPO, component_filesystems, write_cluster
 from ignition_engine import apply, require_engine, validate
 from k8s_schemas import validate_object
 
@@ -226,7 +226,7 @@ def test_fragments_with_explicit_devices(explicit_assets, tmp_path):
     w1 = ignition(explicit_assets, "w1")
     # Only /dev paths are wiped; a bare kernel name (sdb) is left to Rook. Never partitioned or formatted.
     assert w1["storage"]["disks"] == [{"device": "/dev/disk/by-id/nvme-Fast_Disk_S1", "wipeTable": True}]
-    assert "filesystems" not in w1["storage"] and "raid" not in w1["storage"]
+    assert component_filesystems(w1["storage"]) == [] and "raid" not in w1["storage"]
     assert ignition(explicit_assets, "c1")["storage"]["disks"] == [{"device": "/dev/sdc", "wipeTable": True}]
     # w2 holds no OSDs but may mount volumes: kernel modules, no disks, no lvm2 check.
     w2 = ignition(explicit_assets, "w2")

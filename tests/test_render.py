@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
+from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, REPO, require_tool, write_cluster
 from ignition_engine import apply, validate
 
 CA_KEY_MARKERS = ("ca.key", "front-proxy-ca.key", "etcd/ca.key")
@@ -461,3 +461,16 @@ def test_a_lost_wireguard_public_key_is_derived_again_from_its_private_key(tmp_p
     (assets / "wireguard/w1.key").unlink()  # the private key cannot be derived: that stays an error
     result = run_cli("render", EXAMPLE, "-o", assets)
     assert result.code == 2 and "wireguard/w1.key: missing while w1.pub exists" in result.err
+
+
+def test_lab_nodes_get_the_state_filesystem_on_their_install_disk_and_flatcar_nodes_do_not(rendered, tmp_path):
+    from stellwerk.render import render
+
+    for node in ("c1", "w1"):
+        config = json.loads((rendered / f"nodes/{node}/ignition.json").read_bytes())
+        assert {"device": "/dev/nvme0n1", "format": "ext4", "wipeFilesystem": True, "label": "stellwerk-state"} \
+            in config["storage"]["filesystems"]
+    render(REPO / "examples/rack-cluster.yaml", tmp_path / "rack")
+    for config in (tmp_path / "rack/nodes").glob("*/ignition.json"):
+        labels = [fs.get("label") for fs in json.loads(config.read_bytes())["storage"].get("filesystems", [])]
+        assert "stellwerk-state" not in labels
