@@ -6,9 +6,7 @@ the real Ignition validates and applies the installer config and follows the poi
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import shutil
 import urllib.parse
 from pathlib import Path
 
@@ -16,39 +14,28 @@ import pytest
 import requests
 
 import ignition_engine
+from netboot_servers import private_copy, render, secure_server
 from conftest import REPO
-from stellwerk.netboot.http import BootServer
 from stellwerk.netboot.installer import POINTER_PATH
 from stellwerk.netboot.machines import MachineRegistry
 from stellwerk.netboot.store import Store
-from stellwerk.netboot.tls import server_identity
 
 RACK = REPO / "examples/rack-cluster.yaml"
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    from stellwerk.cli import main
-
-    root = tmp_path_factory.mktemp("install") / "rack"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["render", str(RACK), "-o", str(root)])
-    assert exit_info.value.code in (0, None)
-    return root
+    return render(RACK, tmp_path_factory.mktemp("rack") / "rack")
 
 
 @pytest.fixture
 def assets(rendered, tmp_path) -> Path:
-    root = tmp_path / "rack"
-    shutil.copytree(rendered, root, symlinks=True)
-    return root
+    return private_copy(rendered, tmp_path / "rack")
 
 
 @pytest.fixture
 def server(assets):
-    boot = BootServer(Store.load(assets), assets, "127.0.0.1", 0, request_timeout=5, idle_timeout=5,
-                      tls=server_identity(assets, [ipaddress.ip_address("127.0.0.1")]), tls_port=0,
-                      machines=MachineRegistry(assets)).start()
+    boot = secure_server(assets)
     yield boot
     boot.stop()
 

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import socket
 import ssl
 import stat
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 import ignition_engine
+from netboot_servers import LOOPBACK, private_copy, render, secure_server
 from conftest import EXAMPLE, require_tool, static_http
 from netboot_configs import assert_public_part_of, pointer, public_part
 from stellwerk.ignition.secretsplit import split
@@ -32,32 +32,21 @@ from stellwerk.netboot.store import Store
 from stellwerk.netboot.tls import server_identity
 
 MACS = {"c1": "52:54:00:00:00:11", "w1": "52:54:00:00:00:21"}
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    from stellwerk.cli import main
-
-    root = tmp_path_factory.mktemp("secrets") / "lab"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["render", str(EXAMPLE), "-o", str(root)])
-    assert exit_info.value.code in (0, None)
-    return root
+    return render(EXAMPLE, tmp_path_factory.mktemp("lab") / "lab")
 
 
 @pytest.fixture
 def assets(rendered, tmp_path) -> Path:
-    """A private copy per test: machine states and the TLS identity are written into it."""
-    root = tmp_path / "lab"
-    shutil.copytree(rendered, root, symlinks=True)
-    return root
+    return private_copy(rendered, tmp_path / "lab")
 
 
 @pytest.fixture
 def server(assets):
-    boot = BootServer(Store.load(assets), assets, "127.0.0.1", 0, request_timeout=5, idle_timeout=5,
-                      tls=server_identity(assets, [LOOPBACK]), tls_port=0, machines=MachineRegistry(assets)).start()
+    boot = secure_server(assets)
     yield boot
     boot.stop()
 
