@@ -26,12 +26,25 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record, not the one there when it was made: a caller
+    that swaps stderr (a test harness capturing output) must not leave the handler writing into a closed stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def log_to_stderr(level: int = logging.INFO) -> None:
     """Send Stellwerk's records at `level` and above to stderr as JSON lines (once per process)."""
     logger = logging.getLogger("stellwerk")
     if any(isinstance(handler.formatter, JsonLines) for handler in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(JsonLines())
     logger.addHandler(handler)
     logger.setLevel(level)
