@@ -8,15 +8,13 @@ supplies can add a command to a script.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
 from stellwerk.ignition.templating import environment
 
-from .store import Selection
+from .store import Selection, is_ipxe_word
 
-_WORD = re.compile(r"[\x21-\x7e]+")
 # The MAC as iPXE spells it for the interface it booted from; the config endpoints accept that spelling.
 MAC_SETTING = "${mac:hexhyp}"
 
@@ -47,8 +45,7 @@ def machine_script(selection: Selection, base_url: str, config_labels: Mapping[s
 def local_boot_script(group: str, reason: str) -> str:
     """/ipxe for a machine that must boot its installed OS: leave iPXE, so the firmware tries the next boot
     device (the disk). `reason` goes into a comment and an `echo`, so it is reduced to safe words."""
-    words = [_word(word) for word in reason.split() if _WORD.fullmatch(word) and not word.startswith("#")
-             and word not in ("||", "&&", ";") and "$" not in word]
+    words = [word for word in reason.split() if is_ipxe_word(word) and "$" not in word]
     return _render("local.ipxe.j2", group=_word(group), reason=" ".join(words))
 
 
@@ -82,6 +79,6 @@ def _render(template: str, **values: object) -> str:
 
 
 def _word(value: str) -> str:
-    if not _WORD.fullmatch(value) or value.startswith("#") or value in ("||", "&&", ";"):
+    if not is_ipxe_word(value):
         raise ValueError(f"{value!r} cannot be one word of an iPXE script")
     return value

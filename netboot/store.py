@@ -47,6 +47,13 @@ _MAC_DOTTED = re.compile(r"[0-9a-f]{4}(\.[0-9a-f]{4}){2}")
 _MAC_BARE = re.compile(r"[0-9a-f]{12}")
 # A word on an iPXE command line: iPXE splits on ASCII whitespace and has no quoting (src/core/exec.c).
 _IPXE_WORD = re.compile(r"[\x21-\x7e]+")
+_IPXE_SEPARATORS = ("||", "&&", ";")
+
+
+def is_ipxe_word(value: object) -> bool:
+    """One word of an iPXE script line: printable ASCII without spaces, not a comment, not a command separator."""
+    return (isinstance(value, str) and _IPXE_WORD.fullmatch(value) is not None and not value.startswith("#")
+            and value not in _IPXE_SEPARATORS)
 # A path below /assets/: plain names, no empty, '.', '..' or hidden segments, no percent signs or backslashes.
 _ASSET_PATH = re.compile(r"/assets(/[A-Za-z0-9_+,=@~-][A-Za-z0-9._+,=@~-]*)+")
 
@@ -286,6 +293,15 @@ def _read_json(root: Path, path: Path, problems: list[Problem]) -> dict | None:
     return data
 
 
+def _check_name(data: dict, key: str, path: Path, bad) -> None:
+    """`data[key]` is a valid name and the file is named after it."""
+    value = data.get(key)
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        bad(key, "must be a name of letters, digits, '.', '_' and '-' (at most 128)")
+    elif value != path.stem:
+        bad(key, f"{value!r} differs from the file name; name the file {value}.json")
+
+
 def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | None:
     data = _read_json(root, path, problems)
     if data is None:
@@ -296,11 +312,8 @@ def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | 
         problems.append(Problem(rel, None, where, message))
 
     _check_keys(data, _PROFILE_KEYS, {"id", "config"}, bad)
+    _check_name(data, "id", path, bad)
     profile_id = data.get("id")
-    if not isinstance(profile_id, str) or not _NAME.fullmatch(profile_id):
-        bad("id", "must be a name of letters, digits, '.', '_' and '-' (at most 128)")
-    elif profile_id != path.stem:
-        bad("id", f"{profile_id!r} differs from the file name; name the file {profile_id}.json")
     kernel = data.get("kernel")
     if "kernel" in data:
         _check_asset_path(kernel, "kernel", bad)
@@ -325,7 +338,7 @@ def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | 
         where = f"args[{index}]"
         if not isinstance(arg, str) or not _IPXE_WORD.fullmatch(arg):
             bad(where, f"{_short(arg)} must be one word of printable ASCII without spaces")
-        elif arg.startswith("#") or arg in ("||", "&&", ";"):
+        elif not is_ipxe_word(arg):
             bad(where, f"{arg!r} would be read by iPXE as a comment or a command separator; remove it")
         elif arg.startswith(RESERVED_ARGS):
             bad(where, f"{arg!r}: netboot appends {arg.split('=', 1)[0]}= itself; remove it from the profile")
@@ -353,11 +366,8 @@ def _load_group(root: Path, path: Path, problems: list[Problem]) -> Group | None
 
     # A misspelt "selector" must not turn a machine's group into a default group: unknown keys are errors.
     _check_keys(data, _GROUP_KEYS, {"name", "profile"}, bad)
+    _check_name(data, "name", path, bad)
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        bad("name", "must be a name of letters, digits, '.', '_' and '-' (at most 128)")
-    elif name != path.stem:
-        bad("name", f"{name!r} differs from the file name; name the file {name}.json")
     profile = data.get("profile")
     if "profile" in data and (not isinstance(profile, str) or not _NAME.fullmatch(profile)):
         bad("profile", "must be the id of a profile in netboot/profiles/")
