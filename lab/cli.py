@@ -15,6 +15,13 @@ ROOT = click.option("--lab-dir", "root", type=click.Path(file_okay=False, path_t
 @click.group()
 def lab() -> None:
     """Run the rendered cluster in libvirt VMs that netboot from Stellwerk, check it, inject faults."""
+    try:
+        import libvirt  # noqa: F401  (an optional dependency: the extra 'lab')
+    except ImportError:
+        from stellwerk.errors import Problem, UserError
+
+        raise UserError(Problem("stellwerk lab", None, "", "needs libvirt's Python binding; install it with "
+                                "`pip install 'stellwerk[lab]'` (apt-get install libvirt-dev pkg-config gcc first)"))
 
 
 @lab.command("up")
