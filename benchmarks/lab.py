@@ -56,12 +56,11 @@ def direct_boot_floor(lab, node_name: str) -> float:
         xml = ET.fromstring(machine.XMLDesc(0))
     for index in range(3):  # fresh disks: the first boot of a node, as in `lab up`
         path = lab.directory / "disks" / f"{node_name}-nvme{index}.img"
-        size = path.stat().st_size
-        stat = path.stat()
+        info = path.stat()
         path.unlink()
         with open(path, "xb") as handle:
-            handle.truncate(size)
-        os.chown(path, stat.st_uid, stat.st_gid)
+            handle.truncate(info.st_size)
+        os.chown(path, info.st_uid, info.st_gid)
         os.chmod(path, 0o600)
     assert stellwerk("netboot", "reprovision", str(lab.assets), node_name).returncode == 0
     profile_args = "ignition.firstboot ignition.platform.id=metal console=tty0 console=ttyS0,115200n8"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,17 +293,11 @@ def down(cluster: str, root: Path | None = None, say: Callable[[str], None] = pr
         if path.exists():
             path.unlink()
             removed.append(f"file {path}")
-    _remove_tree(directory)
+    shutil.rmtree(directory)
     removed.append(f"directory {directory}")
     for line in removed:
         say(f"removed {line}")
     return removed
-
-
-def _remove_tree(directory: Path) -> None:
-    import shutil
-
-    shutil.rmtree(directory, ignore_errors=False)
 
 
 def _alive(pid: int) -> bool:
