@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import Problem, UserError
+from .errors import Problem, RunFailed, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         sys.exit(EXIT_USER_ERROR)
+    except RunFailed as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

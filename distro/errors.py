@@ -7,7 +7,11 @@ code 2 and one line per problem, never a traceback.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# C0, DEL and C1: characters a terminal may act on rather than print.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,8 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-        # One problem, one line: keys and values from the file may hold line breaks.
-        return text.replace("\r", "\\r").replace("\n", "\\n")
+        # One problem, one line: keys and values from the file may hold line breaks and other control characters.
+        return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class UserError(Exception):
@@ -42,3 +46,12 @@ class SecretsError(UserError):
 
     def __init__(self, file: str, message: str):
         super().__init__(Problem(file=file, line=None, path="", message=message))
+
+
+class RunFailed(Exception):
+    """The work ran, and what it ran reported a failure (a machine that did not come up, say).
+
+    Not a user error and not a bug: the CLI prints the message as it is, over several lines if need be, and exits 1.
+    """
+
+    exit_code = 1

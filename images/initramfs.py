@@ -81,6 +81,7 @@ def boot_entries(parts: Parts) -> list[cpio.Entry]:
         cpio.file_data(f"{_INITRD}/stellwerk/provision.sh", render("provision.sh.j2").encode(), 0o755),
         cpio.file_data(f"{_INITRD}/stellwerk/failed.sh", render("failed.sh.j2").encode(), 0o755),
         cpio.file_data(f"{_INITRD}/stellwerk/udhcpc.sh", render("udhcpc.sh.j2").encode(), 0o755),
+        cpio.file_data(f"{_INITRD}/stellwerk/network.sh", render("network.sh.j2").encode(), 0o644),
         cpio.file_data(f"{_INITRD}/stellwerk/image-id", parts.image_id.encode() + b"\n"),
         cpio.file_from(f"{_INITRD}/stellwerk/bin/ignition", parts.ignition, 0o755),
         cpio.file_from(f"{_INITRD}/stellwerk/bin/busybox", parts.busybox, 0o755),

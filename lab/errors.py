@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stellwerk.errors import Problem, UserError
+from stellwerk.errors import Problem, RunFailed, UserError
 
 
 class LabError(UserError):
@@ -16,3 +16,13 @@ class LabError(UserError):
         super().__init__(Problem(file=subject, line=None, path="", message=message))
         self.subject = subject
         self.message = message
+
+
+class NodeFailed(RunFailed):
+    """A lab machine reported that its provisioning failed: the stage, the reason and its last log lines."""
+
+    def __init__(self, node: str, failure: dict):
+        self.node, self.failure = node, failure
+        log = "\n".join(f"  {line}" for line in (failure.get("log") or "").splitlines())
+        super().__init__(f"{node}: provisioning failed in stage {failure.get('stage')}: {failure.get('reason')}"
+                         + (f"\n{node}: its last log lines:\n{log}" if log else ""))

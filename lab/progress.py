@@ -1,4 +1,5 @@
-"""The live table `lab up` shows: each node's latest boot step and how long it has been booting."""
+"""The live table `lab up` shows: each node's latest boot step, or the failure it reported, and how long it has
+been booting."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .lifecycle import failures_since
 from .phases import boot_phases, current_phase
 
 
@@ -42,6 +44,8 @@ class LiveTable:
     def update(self, lab) -> None:
         phases = boot_phases(lab.plan, lab.directory, since=self.started)
         rows = {node.name: current_phase(phases[node.name]) for node in lab.plan.nodes}
+        for node, failure in failures_since(lab, set(rows), self.started).items():
+            rows[node] = f"failed: {failure.get('stage')}: {failure.get('reason')}"[:120]
         if self._live is not None:
             self._live.update(self._render(rows))
             return

@@ -2,8 +2,8 @@
 
 Layers, as in Matchbox: the store (store.py) answers "which group and profile for these labels", the scripts
 (ipxe.py) are rendered from templates, and this module speaks HTTP. The protocol part is deliberately small: GET and
-HEAD, keep-alive, single byte ranges, no request bodies. One thread serves one connection; every socket operation
-has a deadline, so a stalled client only ever holds its own thread.
+HEAD, keep-alive, single byte ranges, and one POST (a machine's report) with a small body of known length. One thread
+serves one connection; every socket operation has a deadline, so a stalled client only ever holds its own thread.
 
 Every request is untrusted input. What is malformed is answered with a 4xx status, counted and logged as one JSON
 line naming the client, what was wrong and the request; the connection is closed when the request could not be
@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
 from . import ipxe
 from .installer import REPORT_EVENTS, installer_config
-from .machines import MachineRegistry, SecretsSpent, TokenRefused
+from .machines import PROVISION_FAILED, MachineRegistry, SecretsSpent, TokenRefused, failure_from
 from .provisioning import PartsCache, secrets_url
 from .store import LabelError, Selection, Store, normalize_labels
 from .tls import ServerIdentity
@@ -41,11 +41,14 @@ from .tls import ServerIdentity
 log = logging.getLogger("stellwerk.netboot.http")
 # Security events (a refused token, a second delivery attempt) go to their own logger, so they can be routed apart.
 security_log = logging.getLogger("stellwerk.netboot.security")
+# What machines report of themselves (a failed provisioning), for the operator watching `netboot serve`.
+machines_log = logging.getLogger("stellwerk.netboot.machines")
 
 MAX_REQUEST_LINE = 8192  # bytes, without the line end; longer: 414
 MAX_HEADER_BYTES = 8192  # bytes of header lines after the request line; more: 431
 MAX_HEADERS = 64  # header lines; more: 431
 MAX_QUERY_FIELDS = 32
+MAX_BODY = 16384  # bytes; only POST /report carries a body (a machine's failure log)
 LINGER_SECONDS = 2.0  # after an answer that closes the connection, how long to drain what the client still sends
 LINGER_BYTES = 1 << 20
 IGNITION_TYPE = "application/vnd.coreos.ignition+json"  # IANA-registered media type of Ignition configs
@@ -60,6 +63,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PUBLIC_URL = re.compile(r"https?://[\x21-\x7e]+")
 _SINGLE_HEADERS = {"host", "range", "if-range", "content-length"}
 _SECRETS_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_STAGE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 
 
@@ -88,6 +92,8 @@ class Request:
     query: str
     keep_alive: bool
     line: str  # the request line, for logs
+    length: int = 0  # Content-Length of the body (POST only)
+    body: bytes = b""
 
 
 @dataclass
@@ -394,14 +400,20 @@ class BootServer:
         return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
 
     def _report(self, request: Request, sock: socket.socket) -> Response:
-        """An installer's report: POST /report?mac=…&event=installed|install-failed."""
+        """A machine's report: POST /report?mac=…&event=installed|install-failed, or event=provision-failed&stage=…
+        with the machine's last log lines as a text body."""
         try:
-            pairs = dict(parse_qsl(request.query, keep_blank_values=True, strict_parsing=True, max_num_fields=2))
+            pairs = dict(parse_qsl(request.query, keep_blank_values=True, strict_parsing=True, max_num_fields=3))
         except ValueError:
             pairs = {}
         event = pairs.pop("event", None)
-        if event not in REPORT_EVENTS:
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"query must be mac=<MAC>&event=<{'|'.join(REPORT_EVENTS)}>")
+        stage = pairs.pop("stage", None) if event == PROVISION_FAILED else None
+        if event not in (*REPORT_EVENTS, PROVISION_FAILED) or (event == PROVISION_FAILED and not (
+                stage and _STAGE.fullmatch(stage))):
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"query must be mac=<MAC>&event=<{'|'.join(REPORT_EVENTS)}>, or "
+                            f"mac=<MAC>&event={PROVISION_FAILED}&stage=<stage: a-z, 0-9, '-'>")
+        if request.body and event != PROVISION_FAILED:
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"only a {PROVISION_FAILED} report carries a body")
         labels, selection = self._machine(urlencode(pairs))
         node = selection.group.node
         if node is None or self.machines is None:
@@ -409,6 +421,11 @@ class BootServer:
                             counter="not_found", mac=labels["mac"], group=selection.group.name)
         if event == "installed":
             self.machines.record(node, labels["mac"], "installed", _peer(sock))
+        elif event == PROVISION_FAILED:
+            failure = failure_from(stage, request.body)
+            self.machines.fail(node, labels["mac"], failure, _peer(sock))
+            machines_log.warning("node %s reports that its provisioning failed in stage %s: %s", node, stage,
+                                 failure.reason)
         else:
             self.machines.note(node, labels["mac"], event, _peer(sock))
         return Response(200, f"recorded {event}\n".encode(), mac=labels["mac"], group=selection.group.name)
@@ -668,6 +685,7 @@ class _Connection:
             try:
                 head = self._read_head()
                 request = _parse_head(head)
+                request.body = self._read_body(request.length)
                 response = boot._respond(request, self.sock)
             except _Closed:
                 return
@@ -720,6 +738,26 @@ class _Connection:
                 drained += len(data)
         except OSError:  # reset, timeout: nothing more to do
             return
+
+    def _read_body(self, length: int) -> bytes:
+        """The `length` bytes that follow the head, within the request deadline."""
+        deadline = time.monotonic() + self.boot.request_timeout
+        while len(self.buffer) < length:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise HttpError(HTTPStatus.REQUEST_TIMEOUT, f"request body not complete within "
+                                f"{self.boot.request_timeout:g} s", close=True)
+            self.sock.settimeout(wait)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "client closed the connection in the middle of a request "
+                                "body", close=True)
+            self.buffer += data
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return body
 
     def _read_head(self) -> bytes:
         """The next request head (request line and headers, up to the empty line); the rest stays buffered."""
@@ -831,11 +869,21 @@ def _parse_head(head: bytes) -> Request:
             headers[key] = text
     if version == "HTTP/1.1" and "host" not in headers:
         raise HttpError(HTTPStatus.BAD_REQUEST, "HTTP/1.1 request without a Host header", close=True)
-    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
-        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request bodies are not accepted", close=True)
+    if "transfer-encoding" in headers:
+        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "chunked request bodies are not accepted; send "
+                        "Content-Length", close=True)
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or len(length) > 18:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"Content-Length {_printable(length.encode()[:20])!r} is not a "
+                        "byte count", close=True)
+    if int(length) and method != "POST":
+        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "only a POST request carries a body", close=True)
+    if int(length) > MAX_BODY:
+        raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a request body is at most {MAX_BODY} bytes",
+                        close=True)
     tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
-    return Request(method, target, version, headers, "", "", "", keep_alive, _truncate(line))
+    return Request(method, target, version, headers, "", "", "", keep_alive, _truncate(line), length=int(length))
 
 
 def _parse_target(request: Request) -> None:

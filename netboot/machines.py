@@ -9,7 +9,9 @@ States follow a machine through a (two-stage) install:
 - discovered: it asked for its iPXE script;
 - installing: it was sent an installer profile;
 - installed: its installer reported success;
-- booted: it fetched its final config.
+- booted: it fetched its final config;
+- failed: it reported that provisioning failed, with the stage, the reason and its last log lines (a later state
+  clears it).
 
 Secrets (private keys, credentials) are delivered once per provisioning: the first fetch of a node's config mints a
 token bound to the node and the client address; the token is good for one fetch of the secret part over HTTPS. A
@@ -24,6 +26,7 @@ import fcntl
 import hmac
 import json
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -35,7 +38,7 @@ from typing import Any
 from stellwerk.errors import Problem, UserError
 from stellwerk.fsutil import make_dirs, replace_file
 
-STATES = ("discovered", "installing", "installed", "booted")
+STATES = ("discovered", "installing", "installed", "booted", "failed")
 STATE_FILE = "state/machines.json"
 LOCK_FILE = "state/machines.lock"
 FORMAT = 1
@@ -72,6 +75,31 @@ class MachineStatus:
     client: str | None
     secrets: str  # "pending", "token issued", "delivered <time> to <client>", "none"
     history: tuple[dict[str, str], ...]
+    failure: dict[str, str] | None = None  # state failed: time, stage, reason, log
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a machine reported when its provisioning failed. All of it came from the machine: untrusted text."""
+
+    stage: str  # e.g. "disks": Ignition's stage, or the step of the OS's own provisioning
+    reason: str  # one line
+    log: str  # its last log lines
+
+
+PROVISION_FAILED = "provision-failed"  # the report event of a machine whose provisioning failed
+FAILURE_LOG_LINES = 40
+_UNPRINTABLE = re.compile(r"[^\t\x20-\x7e\u00a0-\uffff]")
+
+
+def failure_from(stage: str, body: bytes) -> Failure:
+    """A machine's failure report: its first line is the reason, the rest its log. Untrusted: control characters
+    are dropped and the log is cut to its last lines, so nothing it sends can forge lines of a status table."""
+    text = body.decode("utf-8", errors="replace")
+    lines = [_UNPRINTABLE.sub("", line).rstrip() for line in text.splitlines()]
+    lines = [line for line in lines if line.strip()]
+    reason = lines[0][:300] if lines else "no reason given"
+    return Failure(stage, reason, "\n".join(line[:300] for line in lines[1:][-FAILURE_LOG_LINES:]))
 
 
 def _now() -> str:
@@ -146,6 +174,15 @@ class MachineRegistry:
                 return
             self._event(machine, mac, state, client)
 
+    def fail(self, node: str, mac: str | None, failure: Failure, client: str | None) -> None:
+        """Move `node` to `failed`, keeping what it said of the failure."""
+        with self._locked() as data:
+            machine = data["machines"].setdefault(node, {})
+            self._event(machine, mac, "failed", client)
+            machine["failure"] = {"time": machine["updated"], "stage": failure.stage, "reason": failure.reason,
+                                  "log": failure.log}
+            machine["history"][-1]["event"] = f"failed: {failure.stage}: {failure.reason}"
+
     def note(self, node: str, mac: str | None, event: str, client: str | None) -> None:
         """Keep an event in the node's history without changing its state (a failed install, say)."""
         with self._locked() as data:
@@ -156,6 +193,7 @@ class MachineRegistry:
         now = _now()
         if event in STATES:
             machine["state"] = event
+            machine.pop("failure", None)  # a failure is news until the machine gets any further
         machine["mac"] = mac or machine.get("mac")
         machine["updated"], machine["client"] = now, client
         history = machine.setdefault("history", [])
@@ -233,7 +271,8 @@ class MachineRegistry:
             else:
                 secrets_state = "pending"
             out.append(MachineStatus(node, machine.get("mac"), machine.get("state"), machine.get("updated"),
-                                     machine.get("client"), secrets_state, tuple(machine.get("history") or ())))
+                                     machine.get("client"), secrets_state, tuple(machine.get("history") or ()),
+                                     machine.get("failure")))
         return out
 
 

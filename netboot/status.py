@@ -1,4 +1,5 @@
-"""`stellwerk netboot status` and `reprovision`: the operator's view of machine states, and re-arming secrets."""
+"""`stellwerk netboot status` and `reprovision`: the operator's view of machine states (with what a failed machine
+reported), and re-arming secrets."""
 
 from __future__ import annotations
 
@@ -25,9 +26,19 @@ def print_status(assets_dir: Path, history: bool = False, console: Console | Non
     for column in ("node", "mac", "state", "since", "from", "secrets"):
         table.add_column(column)
     for status in statuses:
-        table.add_row(status.node, status.mac or "-", status.state or "not seen", status.updated or "-",
-                      status.client or "-", status.secrets)
+        state = status.state or "not seen"
+        if status.failure:
+            state = f"failed: {status.failure.get('stage')}"
+        table.add_row(status.node, status.mac or "-", state, status.updated or "-", status.client or "-",
+                      status.secrets)
     console.print(table)
+    for status in statuses:
+        if status.failure:
+            failure = status.failure
+            console.print(f"{status.node} failed in stage {failure.get('stage')} at {failure.get('time')}: "
+                          f"{failure.get('reason')}", markup=False)
+            for line in (failure.get("log") or "").splitlines():
+                console.print(f"  {line}", markup=False)
     counts: dict[str, int] = {}
     for status in statuses:
         counts[status.state or "not seen"] = counts.get(status.state or "not seen", 0) + 1

@@ -152,6 +152,7 @@ def node_locs(doc: dict) -> list[Loc]:
     return locs
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*: ")
 _INDEX = re.compile(r"\[\d+\]: ")
 # Messages about the document as a whole, or a snippet as a whole, carry no path.
@@ -160,7 +161,8 @@ _PATHLESS = ("the document is ", "the file is empty", "YAML ", "snippet: ", "a B
 
 def spellings(path: str) -> set[str]:
     """A path as printed: raw, or with line breaks (or everything unprintable) escaped to keep one line."""
-    return {path, path.replace("\r", "\\r").replace("\n", "\\n"), path.encode("unicode_escape").decode("ascii")}
+    controls_escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), path)
+    return {path, controls_escaped, path.encode("unicode_escape").decode("ascii")}
 
 
 def names_existing_path(rest: str, doc: Any) -> bool:

@@ -197,7 +197,7 @@ def test_probe_names_a_missing_suite_and_reads_a_present_one():
 # ----------------------------------------------------------------------------- boot scripts
 
 
-SCRIPTS = ("init.sh.j2", "provision.sh.j2", "failed.sh.j2", "udhcpc.sh.j2")
+SCRIPTS = ("init.sh.j2", "provision.sh.j2", "failed.sh.j2", "udhcpc.sh.j2", "network.sh.j2")
 
 
 @pytest.mark.parametrize("template", SCRIPTS)

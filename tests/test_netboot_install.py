@@ -132,6 +132,30 @@ def test_reports_are_checked(server, assets, node, run_cli):
     assert "install-failed" in status.out and "installing" in status.out
 
 
+def test_a_failed_provisioning_is_recorded_with_its_stage_reason_and_log_until_the_machine_gets_further(
+        server, assets, node, run_cli):
+    name, mac, _ = node
+    report = {"mac": mac, "event": "provision-failed", "stage": "disks"}
+    body = ("Ignition's disks stage failed (exit 1); its log is above\n"
+            "disks: createFilesystems: failed to wait on filesystems devs: device unit dev-sda.device timeout\n"
+            "\x1b[31mCRITICAL\x1b[0m | forged line\n").encode()
+    assert requests.post(f"{server.url}/report", params=report, data=body, timeout=10).status_code == 200
+    status = MachineRegistry(assets).statuses([name])[0]
+    assert status.state == "failed" and status.failure["stage"] == "disks"
+    assert status.failure["reason"] == "Ignition's disks stage failed (exit 1); its log is above"
+    assert "device unit dev-sda.device timeout" in status.failure["log"]
+    assert "\x1b" not in status.failure["log"]  # what a machine sends cannot paint the operator's terminal
+    shown = run_cli("netboot", "status", assets, "--history")
+    assert "failed: disks" in shown.out
+    assert f"{name} failed in stage disks at " in shown.out and "dev-sda.device timeout" in shown.out
+    for bad in ({**report, "stage": "Disks!"}, {"mac": mac, "event": "provision-failed"}):
+        assert requests.post(f"{server.url}/report", params=bad, data=b"x", timeout=10).status_code == 400
+    too_big = requests.post(f"{server.url}/report", params=report, data=b"x" * (16384 + 1), timeout=10)
+    assert too_big.status_code == 413
+    requests.get(f"{server.url}/ignition", params={"mac": mac}, timeout=10)  # it boots again and gets further
+    assert MachineRegistry(assets).statuses([name])[0].failure is None and state(assets, name) == "installing"
+
+
 def test_the_installer_needs_its_install_data(server, assets, node):
     name, mac, _ = node
     group_file = assets / f"netboot/groups/{name}.json"
