@@ -11,7 +11,7 @@ DEMO_PACKAGES=(python3 python3-venv python3-pip libvirt-dev pkg-config gcc pytho
 TEST_PACKAGES=(ignition policycoreutils openssl wireguard-tools etcd-server etcd-client cloud-init nftables
                systemd udev util-linux iproute2 curl ipxe tftp-hpa
                qemu-system-x86 ipxe-qemu ovmf libvirt-daemon-system libvirt-dev pkg-config gcc python3-dev
-               busybox-static cpio dnsmasq-base mmdebstrap squashfs-tools zstd jq kmod shellcheck)
+               busybox-static cpio dnsmasq-base mmdebstrap squashfs-tools zstd jq kmod shellcheck e2fsprogs)
 
 install_packages() {
   local missing=()

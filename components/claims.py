@@ -28,6 +28,16 @@ def disk_path(device: str) -> str:
     return posixpath.normpath(device if device.startswith("/dev/") else f"/dev/{device}")
 
 
+def on_disk(device: str, disk: str) -> bool:
+    """True when `device` is `disk` or one of its partitions (sda3, nvme0n1p3, ...-part3)."""
+    disk = posixpath.normpath(disk)
+    if device == disk:
+        return True
+    rest = device[len(disk):] if device.startswith(disk) else ""
+    pattern = r"p\d+" if disk[-1:].isdigit() else r"\d+"
+    return bool(rest) and (re.fullmatch(pattern, rest) is not None or re.fullmatch(r"-part\d+", rest) is not None)
+
+
 def conflicts(claims: Iterable[Claim]) -> Iterator[tuple[tuple, str]]:
     """(location, message) for each disk or mount path two claims share; located at the concrete one."""
     items = list(claims)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from stellwerk.components.claims import Claim
+from stellwerk.components.claims import Claim, on_disk
 from stellwerk.components.templating import render_template
 from stellwerk.components.unitnames import mount_unit_name
 from stellwerk.components.base import ComponentOptions, NodeFragment
@@ -201,7 +201,7 @@ def _raid_rules(cluster: Cluster, loc: tuple, raid: RaidOptions,
     for index, device in enumerate(raid.devices):
         for name in nodes:
             disk = install_disks[name]
-            if _on_disk(device, disk):
+            if on_disk(device, disk):
                 what = "is" if posixpath.normpath(disk) == device else "is a partition of"
                 yield (*loc, "devices", index), (
                     f"{device} {what} node {name}'s installDisk {disk}: installing the OS would destroy the array; "
@@ -217,16 +217,6 @@ def claims(cluster: Cluster, options: Options) -> Iterator[Claim]:
         for index, device in enumerate(raid.devices):
             yield Claim(node, "disk", device, (*loc, "devices", index), "nvme.raid.devices")
         yield Claim(node, "mount", raid.mount_path, (*loc, "mountPath"), "nvme.raid.mountPath")
-
-
-def _on_disk(device: str, disk: str) -> bool:
-    """True when `device` is `disk` or one of its partitions (sda3, nvme0n1p3, ...-part3)."""
-    disk = posixpath.normpath(disk)
-    if device == disk:
-        return True
-    rest = device[len(disk):] if device.startswith(disk) else ""
-    pattern = r"p\d+" if disk[-1:].isdigit() else r"\d+"
-    return bool(rest) and (re.fullmatch(pattern, rest) is not None or re.fullmatch(r"-part\d+", rest) is not None)
 
 
 

@@ -106,6 +106,14 @@ QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
 # PCI slots on q35's root bus for the NVMe controllers: libvirt, which does not know of them, gives its own devices
 # and root ports the low slots, and the chipset sits at 0x1f.
 NVME_FIRST_SLOT = 0x10
+NVME_MODEL = "QEMU NVMe Ctrl"  # QEMU's model string for its emulated NVMe controller: udev's by-id names use it
+NVME_SERIAL_LENGTH = 20  # bytes of the Identify Controller serial number field
+
+
+def nvme_serial(domain: str, index: int) -> str:
+    """The serial of the domain's NVMe controller `index`: it names the disk in /dev/disk/by-id."""
+    suffix = f"-{index}"
+    return domain[:NVME_SERIAL_LENGTH - len(suffix)] + suffix
 ET.register_namespace("qemu", QEMU_NAMESPACE)
 
 
@@ -153,7 +161,7 @@ def _nvme_commandline(spec: DomainSpec) -> ET.Element:
     for index, disk in enumerate(spec.nvme_disks):
         drive = f"stellwerk-nvme{index}"
         for value in ("-drive", f"file={_qemu_value(disk)},format=raw,if=none,id={drive},cache=unsafe",
-                      "-device", f"nvme,drive={drive},serial={spec.name[:16]}-{index},bus=pcie.0,"
+                      "-device", f"nvme,drive={drive},serial={nvme_serial(spec.name, index)},bus=pcie.0,"
                                  f"addr={NVME_FIRST_SLOT + index:#x}"):
             ET.SubElement(commandline, f"{{{QEMU_NAMESPACE}}}arg", value=value)
     return commandline

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -29,14 +30,13 @@ from stellwerk.fsutil import make_dirs
 from stellwerk.plan import Plan
 
 from . import accel as accel_module
-from . import daemons, domain, network
+from . import daemons, disks, domain, network
 from .collector import OVERLAY, read_report
-from .errors import LabError
+from .errors import LabError, NodeFailed
 from .overlay import overlay_bytes
 from .state import LabState, lab_dir, load, save
 
 HTTP_PORT, HTTPS_PORT, TFTP_PORT, COLLECTOR_PORT = 8080, 8443, 69, 8099
-INSTALL_DISK_GIB, DATA_DISK_GIB, DATA_DISKS = 4, 2, 2
 MEMORY_MIB = 768
 QEMU_USER = "libvirt-qemu"  # Debian's default `user` in /etc/libvirt/qemu.conf
 
@@ -63,15 +63,23 @@ class Lab:
         return Path(self.state.assets)
 
     def domain_name(self, node: str) -> str:
-        return f"stellwerk-{self.plan.name}-{node}"
+        return domain_name(self.plan.name, node)
 
 
 def load_plan(cluster_file: Path) -> Plan:
+    return _load(cluster_file)[1]
+
+
+def _load(cluster_file: Path):
     from stellwerk.load import load_cluster
     from stellwerk.plan import make_plan
 
     loaded = load_cluster(cluster_file)
-    return make_plan(loaded.cluster, cluster_file.parent)
+    return loaded, make_plan(loaded.cluster, cluster_file.parent)
+
+
+def domain_name(cluster: str, node: str) -> str:
+    return f"stellwerk-{cluster}-{node}"
 
 
 def host_interface(plan: Plan) -> ipaddress.IPv4Interface:
@@ -94,10 +102,14 @@ def bridge_name(cluster: str) -> str:
 
 def up(options: LabOptions, progress: Callable[[Lab], None] | None = None, say: Callable[[str], None] = print
        ) -> Lab:
-    plan = load_plan(options.cluster_file)
+    loaded, plan = _load(options.cluster_file)
     unknown = sorted(set(options.uefi) - {node.name for node in plan.nodes})
     if unknown:
         raise UserError(Problem("--uefi", None, "", f"{', '.join(unknown)} is not a node of this cluster"))
+    # Before anything is made: a disk the VMs lack would fail the node's Ignition only minutes later.
+    missing = disks.problems(loaded, lambda node: domain_name(plan.name, node))
+    if missing:
+        raise UserError(missing)
     directory = lab_dir(plan.name, options.root)
     if load(directory) is not None:
         say(f"a lab for cluster {plan.name} exists; replacing it")
@@ -215,13 +227,13 @@ def _domains(lab: Lab, options: LabOptions, say: Callable[[str], None]) -> None:
     domain_type = "kvm" if lab.state.accel.startswith("kvm") else "qemu"
     with daemons.connect() as conn:
         for node in lab.plan.nodes:
-            disks = []
-            for index in range(1 + DATA_DISKS):
+            images = []
+            for index in range(1 + disks.DATA_DISKS):
                 path = lab.directory / "disks" / f"{node.name}-nvme{index}.img"
                 lab.state.files.append(str(path))
                 save(lab.directory, lab.state)
-                _disk(path, INSTALL_DISK_GIB if index == 0 else DATA_DISK_GIB, qemu)
-                disks.append(path)
+                _disk(path, disks.INSTALL_DISK_GIB if index == 0 else disks.DATA_DISK_GIB, qemu)
+                images.append(path)
             firmware = "uefi" if node.name in options.uefi else "bios"
             nvram = lab.directory / "nvram" / f"{node.name}.fd" if firmware == "uefi" else None
             if nvram is not None:
@@ -229,13 +241,13 @@ def _domains(lab: Lab, options: LabOptions, say: Callable[[str], None]) -> None:
             spec = domain.DomainSpec(
                 name=lab.domain_name(node.name), nics=(domain.Nic(node.mac, lab.state.network),),
                 console_log=lab.directory / "console" / f"{node.name}.log", domain_type=domain_type,
-                firmware=firmware, memory_mib=options.memory_mib, vcpus=1, nvram=nvram, nvme_disks=tuple(disks))
+                firmware=firmware, memory_mib=options.memory_mib, vcpus=1, nvram=nvram, nvme_disks=tuple(images))
             lab.state.domains[node.name] = spec.name
             save(lab.directory, lab.state)
             domain.create(conn, spec)
             lab.state.powered_on[node.name] = time.time()
             save(lab.directory, lab.state)
-            say(f"domain {spec.name}: {firmware}, {options.memory_mib} MiB, {len(disks)} NVMe disks")
+            say(f"domain {spec.name}: {firmware}, {options.memory_mib} MiB, {len(images)} NVMe disks")
 
 
 def wait_for_reports(lab: Lab, nodes: set[str], since: float, timeout: float,
@@ -248,6 +260,8 @@ def wait_for_reports(lab: Lab, nodes: set[str], since: float, timeout: float,
             progress(lab)
         if not missing:
             return
+        for node, failure in sorted(failures_since(lab, missing, since).items()):
+            raise NodeFailed(node, failure)  # no need to wait out the timeout for a node that has given up
         if time.monotonic() > deadline:
             tails = []
             for node in sorted(missing):
@@ -260,6 +274,25 @@ def wait_for_reports(lab: Lab, nodes: set[str], since: float, timeout: float,
             if not _alive(pid):
                 raise LabError(name, f"exited; see {lab.directory / (name + '.log')}")
         time.sleep(2)
+
+
+def failures_since(lab: Lab, nodes: set[str], since: float) -> dict[str, dict]:
+    """node -> the failure it reported to netboot (stage, reason, log) in a boot after `since`."""
+    from stellwerk.netboot.machines import MachineRegistry
+
+    found = {}
+    for status in MachineRegistry(lab.assets).statuses(sorted(nodes)):
+        failure = status.failure
+        if failure and _epoch(failure.get("time")) >= int(since):  # netboot's times have whole seconds
+            found[status.node] = failure
+    return found
+
+
+def _epoch(stamp: object) -> float:
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def reported_since(lab: Lab, node: str, since: float) -> bool:
