@@ -1,20 +1,38 @@
-"""`stellwerk lab check`: every check of checks.py over a running lab, as a table per node and a cluster summary."""
+"""`stellwerk lab check`: every check of checks.py over a running lab, judged on settled nodes only.
+
+A check run has one deadline. Until it passes, the run re-reads the nodes' reports (they come every few seconds):
+
+- a node counts once it has sent a report, after the run began, that says its boot has finished
+  (`systemctl is-system-running` is running or degraded); every fact of that report was gathered after that answer;
+- a check of the node's own state (Ignition, units, NVMe queues, the array) is judged on its first settled report;
+- a check that depends on peers or on the network (WireGuard sessions, mesh pings, the firewall probe, etcd) is
+  tried again, on each new report or with back-off for the host's probes, until it passes or the deadline comes.
+
+So a slow machine makes the run slower, not red; a node that cannot get there still fails, with the last evidence
+of the check that never settled. Every result carries how long it took to pass.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from stellwerk.plan import NodePlan
 
 from . import checks
 from .checks import Check
 from .collector import read_report
 from .lifecycle import Lab, open_lab
 
-STALE_AFTER = 60.0  # seconds: a node that has not reported for longer is not counted as up
+DEFAULT_TIMEOUT = 300.0  # seconds for the whole run
+POLL = 2.0  # seconds between reads of the reports
+FIRST_RETRY, LONGEST_RETRY = 2.0, 20.0  # back-off of the host's own probes (firewall, etcd)
 
 
 def component_options(lab: Lab, key: str):
@@ -24,107 +42,270 @@ def component_options(lab: Lab, key: str):
     return None
 
 
-FRESH_WAIT = 45.0  # seconds `lab check` waits for every running node to report anew
+@dataclass
+class Course:
+    """One check through a run: its latest result, when it first passed, and whether it is decided."""
+
+    latest: Check
+    retried: bool
+    passed_after: float | None = None
+    tries: int = 0
+    decided: bool = False
 
 
-def wait_for_fresh_reports(lab: Lab, since: float, timeout: float = FRESH_WAIT) -> None:
-    """Until each running node has reported after `since`, or `timeout`: facts that one node's report shows (a
-    handshake another node started) must not be judged from an older report of it."""
-    expected = [node.name for node in lab.plan.nodes if node.name not in lab.state.powered_off]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reports = [read_report(lab.directory, name) for name in expected]
-        if all(report is not None and report.get("received", 0) >= since for report in reports):
+@dataclass
+class Backoff:
+    due: float = 0.0  # time.monotonic() of the next try
+    delay: float = FIRST_RETRY
+
+    def ready(self, now: float) -> bool:
+        return now >= self.due
+
+    def wait(self, now: float) -> None:
+        self.due = now + self.delay
+        self.delay = min(self.delay * 2, LONGEST_RETRY)
+
+
+@dataclass
+class CheckRun:
+    """What a run found: one result per check with its timing, and when each node settled."""
+
+    results: list[tuple[Check, float | None]]  # (check, seconds after the start it passed, or None)
+    settled: dict[str, float]  # node -> seconds from its power-on to its first settled report
+    elapsed: float
+    timeout: float
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check, _ in self.results)
+
+
+@dataclass
+class _Run:
+    lab: Lab
+    timeout: float
+    started: float = field(default_factory=time.time)
+    courses: dict[tuple[str | None, str], Course] = field(default_factory=dict)
+    settled_at: dict[str, float] = field(default_factory=dict)  # node -> `received` of its first settled report
+    evidence: dict[str, Check] = field(default_factory=dict)  # node -> its latest settle check
+    judged: dict[str, float] = field(default_factory=dict)  # node -> `received` of the report last judged
+    latest: dict[str, dict] = field(default_factory=dict)  # node -> its latest settled report of this run
+    firewall: Backoff = field(default_factory=Backoff)
+    etcd: Backoff = field(default_factory=Backoff)
+
+    def __post_init__(self) -> None:
+        plan = self.lab.plan
+        self.down = set(self.lab.state.powered_off)
+        self.expected: list[NodePlan] = [node for node in plan.nodes if node.name not in self.down]
+        self.up = {node.name for node in self.expected}
+        self.peers = checks.mesh_peers(plan, self.lab.assets) if plan.spec.wireguard.enabled else {}
+        self.nvme = component_options(self.lab, "nvme")
+        protection = component_options(self.lab, "hostProtection")
+        self.policy = None
+        if protection is not None:
+            from stellwerk.components.calico import policy
+
+            self.policy = policy(plan, protection)
+
+    def record(self, check: Check, retried: bool) -> None:
+        course = self.courses.get((check.node, check.name))
+        if course is None:
+            course = self.courses[(check.node, check.name)] = Course(check, retried)
+        course.latest, course.tries = check, course.tries + 1
+        if check.ok and course.passed_after is None:
+            course.passed_after = time.time() - self.started
+        course.decided = check.ok or not retried
+
+    def pending(self, node: str | None, name: str) -> bool:
+        course = self.courses.get((node, name))
+        return course is None or not course.decided
+
+    # -- from the reports ---------------------------------------------------------------------------------------
+
+    def read_reports(self) -> None:
+        changed = False
+        for node in self.expected:
+            report = read_report(self.lab.directory, node.name)
+            if report is None or report.get("received", 0) < self.started:
+                continue  # nothing from this run's time yet
+            settle = checks.check_settled(node.name, report)
+            if node.name not in self.settled_at:
+                self.evidence[node.name] = settle
+                if not settle.ok:
+                    continue
+                self.settled_at[node.name] = report["received"]
+            elif not settle.ok:
+                continue  # it rebooted during the run: this boot's facts count once it has settled too
+            if report["received"] != self.judged.get(node.name):
+                self.judged[node.name] = report["received"]
+                self.latest[node.name] = report
+                changed = True
+        if not changed:
             return
-        time.sleep(1)
+        # A check of one node can depend on a peer's report (both sides of a WireGuard session): any new report
+        # is a reason to look again at every check still open.
+        for node in self.expected:
+            if node.name in self.latest:
+                for check, retried in self.report_checks(node, self.latest[node.name]):
+                    if self.pending(check.node, check.name):
+                        self.record(check, retried)
 
-
-def run_checks(lab: Lab, now: float | None = None) -> list[Check]:
-    started = time.time()
-    wait_for_fresh_reports(lab, started)
-    now = now or time.time()
-    plan, assets = lab.plan, lab.assets
-    down = set(lab.state.powered_off)
-    results: list[Check] = []
-    reports = {node.name: read_report(lab.directory, node.name) for node in plan.nodes}
-    up = set()
-    for node in plan.nodes:
-        report = reports[node.name]
-        if node.name in down:
-            continue
-        if report is None:
-            results.append(Check(node.name, "report", False, "never reported"))
-        elif now - report.get("received", 0) > STALE_AFTER:
-            results.append(Check(node.name, "report", False,
-                                 f"last report {now - report['received']:.0f} s ago (it should come every few s)"))
-        else:
-            up.add(node.name)
-    peers = checks.mesh_peers(plan, assets)
-    nvme = component_options(lab, "nvme")
-    protection = component_options(lab, "hostProtection")
-    for node in plan.nodes:
-        if node.name not in up:
-            if node.name in down:
-                results.append(Check(node.name, "power", True, "powered off by `lab fault`", skipped=True))
-            continue
-        report = reports[node.name]
-        results.append(checks.check_ignition(node.name, report))
-        results.append(checks.check_units(node.name, report))
+    def report_checks(self, node: NodePlan, report: dict) -> Iterator[tuple[Check, bool]]:
+        """(check, retried) for one settled report of `node`."""
+        plan = self.lab.plan
+        yield checks.check_ignition(node.name, report), False
+        yield checks.check_units(node.name, report), False
         if plan.spec.wireguard.enabled:
-            results.append(checks.check_wireguard(node, report, peers, up))
-            results.append(checks.check_pings(node, report, plan, up))
+            yield checks.check_wireguard(node, report, self.peers, self.up, self.latest), True
+            yield checks.check_pings(node, report, plan, self.up), True
+        nvme = self.nvme
         if nvme is not None and (nvme.nodes is None or node.name in nvme.nodes):
-            results.append(checks.check_nvme(node.name, report, nvme))
+            yield checks.check_nvme(node.name, report, nvme), False
         if nvme is not None and nvme.raid is not None:
             raid_nodes = nvme.raid.nodes if nvme.raid.nodes is not None else [n.name for n in plan.workers]
             if node.name in raid_nodes:
-                results.append(checks.check_raid(node.name, report, nvme.raid))
-                results.append(checks.check_data_marker(node.name, report))
-    if protection is not None:
-        from stellwerk.components.calico import policy
+                yield checks.check_raid(node.name, report, nvme.raid), False
+                yield checks.check_data_marker(node.name, report), False
 
-        host_policy = policy(plan, protection)
-        source = ipaddress.IPv4Address(lab.state.host_address)
-        targets = [(str(node.address), port) for node in plan.nodes if node.name in up for port in checks.PROBE_PORTS]
-        probes = checks.probe_tcp(targets)
-        for node in plan.nodes:
-            if node.name in up:
-                results.append(checks.check_firewall(node, host_policy, source, probes))
-    if plan.controllers:
-        results.append(checks.check_etcd(plan, assets, down))
-    return results
+    # -- from the host ------------------------------------------------------------------------------------------
+
+    def probe_firewalls(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.policy is None or not (final or self.firewall.ready(now)):
+            return
+        nodes = [node for node in self.expected if node.name in self.settled_at
+                 and self.pending(node.name, "firewall")]
+        if not nodes:
+            return
+        source = ipaddress.IPv4Address(self.lab.state.host_address)
+        probes = checks.probe_tcp([(str(node.address), port) for node in nodes for port in checks.PROBE_PORTS])
+        for node in nodes:
+            self.record(checks.check_firewall(node, self.policy, source, probes), True)
+        self.firewall.wait(time.monotonic())
+
+    def ask_etcd(self, final: bool = False) -> None:
+        plan = self.lab.plan
+        if not plan.controllers or not self.pending(None, "etcd"):
+            return
+        waiting = [node.name for node in plan.controllers if node.name in self.up and node.name not in self.settled_at]
+        if not final and (waiting or not self.etcd.ready(time.monotonic())):
+            return
+        self.record(checks.check_etcd(plan, self.lab.assets, self.down), True)
+        self.etcd.wait(time.monotonic())
+
+    # -- the run ------------------------------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        if any(name not in self.settled_at for name in self.up):
+            return False
+        if any(not course.decided for course in self.courses.values()):
+            return False
+        wanted = [(None, "etcd")] if self.lab.plan.controllers else []
+        if self.policy is not None:
+            wanted += [(name, "firewall") for name in self.up]
+        return all(key in self.courses for key in wanted)
+
+    def run(self, poll: float, sleep: Callable[[float], None]) -> CheckRun:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self.read_reports()
+            self.probe_firewalls()
+            self.ask_etcd()
+            if self.done():
+                break
+            if time.monotonic() >= deadline:
+                # Once more, so a check that waited for settled nodes still says what it sees.
+                self.probe_firewalls(final=True)
+                self.ask_etcd(final=True)
+                break
+            sleep(poll)
+        return self.outcome()
+
+    def outcome(self) -> CheckRun:
+        elapsed = time.time() - self.started
+        results: list[tuple[Check, float | None]] = []
+        settled: dict[str, float] = {}
+        by_node: dict[str | None, list[Course]] = {}
+        for (node, _name), course in self.courses.items():
+            by_node.setdefault(node, []).append(course)
+        for node in self.lab.plan.nodes:
+            if node.name in self.down:
+                results.append((Check(node.name, "power", True, "powered off by `lab fault`", skipped=True), None))
+                continue
+            if node.name in self.settled_at:
+                powered_on = self.lab.state.powered_on.get(node.name, self.lab.state.started)
+                settled[node.name] = self.settled_at[node.name] - powered_on
+                detail = f"{self.evidence[node.name].detail}, {settled[node.name]:.0f} s after power-on"
+                waited = max(0.0, self.settled_at[node.name] - self.started)
+                results.append((Check(node.name, "settled", True, detail), waited))
+            else:
+                results.append((self.unsettled(node), None))
+            for course in by_node.get(node.name, []):
+                results.append((self.final_result(course), course.passed_after))
+        for course in by_node.get(None, []):
+            results.append((self.final_result(course), course.passed_after))
+        return CheckRun(results, settled, elapsed, self.timeout)
+
+    def unsettled(self, node: NodePlan) -> Check:
+        waited = f"within {self.timeout:.0f} s"
+        if node.name in self.evidence:
+            return Check(node.name, "settled", False, f"not settled {waited}: {self.evidence[node.name].detail}")
+        last = read_report(self.lab.directory, node.name)
+        if last is None:
+            return Check(node.name, "settled", False, f"never reported {waited}; its console log is "
+                         f"{self.lab.directory / 'console' / (node.name + '.log')}")
+        before = self.started - last.get("received", 0)
+        state = (last.get("system") or "").strip() or "unknown"
+        return Check(node.name, "settled", False, f"no report {waited}; the last came {before:.0f} s before the "
+                     f"check began (system {state})")
+
+    def final_result(self, course: Course) -> Check:
+        check = course.latest
+        if check.ok or not course.retried:
+            return check
+        return Check(check.node, check.name, False, f"did not settle within {self.timeout:.0f} s ({course.tries} "
+                     f"tries); last: {check.detail}")
 
 
-def print_results(results: list[Check], console: Console | None = None) -> bool:
-    """The table and the summary; True when every check passed."""
+def run_checks(lab: Lab, timeout: float = DEFAULT_TIMEOUT, poll: float = POLL,
+               sleep: Callable[[float], None] = time.sleep) -> CheckRun:
+    return _Run(lab, timeout).run(poll, sleep)
+
+
+def print_results(run: CheckRun, console: Console | None = None) -> bool:
+    """The tables and the summary; True when every check passed."""
     console = console or Console(highlight=False, soft_wrap=False)
-    nodes = sorted({check.node for check in results if check.node is not None})
+    nodes = [node for node in dict.fromkeys(check.node for check, _ in run.results) if node is not None]
     for node in nodes:
-        table = Table(title=f"node {node}", title_justify="left", show_header=True)
-        table.add_column("check")
-        table.add_column("result")
-        table.add_column("detail", overflow="fold")
-        for check in results:
-            if check.node == node:
-                table.add_row(check.name, _mark(check), check.detail)
-        console.print(table)
-    cluster = [check for check in results if check.node is None]
-    table = Table(title="cluster", title_justify="left")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail", overflow="fold")
-    for check in cluster:
-        table.add_row(check.name, _mark(check), check.detail)
-    console.print(table)
-    failed = [check for check in results if not check.ok]
-    passed = sum(1 for check in results if check.ok and not check.skipped)
+        _table(console, f"node {node}", [(check, after) for check, after in run.results if check.node == node])
+    _table(console, "cluster", [(check, after) for check, after in run.results if check.node is None])
+    failed = [check for check, _ in run.results if not check.ok]
+    passed = sum(1 for check, _ in run.results if check.ok and not check.skipped)
+    if run.settled:
+        console.print("settled after power-on: " + ", ".join(f"{node} {seconds:.0f} s"
+                                                             for node, seconds in run.settled.items()))
+    timed = [(after, check) for check, after in run.results if after is not None and check.name != "settled"]
+    if timed:
+        after, slowest = max(timed, key=lambda item: item[0])
+        console.print(f"slowest check: {slowest.node or 'cluster'} {slowest.name}, passed after {after:.0f} s")
     if failed:
-        console.print(f"FAILED: {len(failed)} of {len(results)} checks: "
+        console.print(f"FAILED: {len(failed)} of {len(run.results)} checks after {run.elapsed:.0f} s: "
                       + "; ".join(f"{c.node or 'cluster'} {c.name}" for c in failed))
     else:
-        console.print(f"all {passed} checks passed" + (", some nodes powered off on purpose"
-                                                       if any(c.skipped for c in results) else ""))
+        console.print(f"all {passed} checks passed in {run.elapsed:.0f} s"
+                      + (", some nodes powered off on purpose" if any(c.skipped for c, _ in run.results) else ""))
     return not failed
+
+
+def _table(console: Console, title: str, rows: list[tuple[Check, float | None]]) -> None:
+    table = Table(title=title, title_justify="left", show_header=True)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("after", justify="right")
+    table.add_column("detail", overflow="fold")
+    for check, after in rows:
+        table.add_row(check.name, _mark(check), "" if after is None else f"{after:.0f} s", check.detail)
+    console.print(table)
 
 
 def _mark(check: Check) -> str:
@@ -133,5 +314,6 @@ def _mark(check: Check) -> str:
     return "ok" if check.ok else "FAIL"
 
 
-def check(cluster_file: Path, root: Path | None = None, console: Console | None = None) -> bool:
-    return print_results(run_checks(open_lab(cluster_file, root)), console)
+def check(cluster_file: Path, root: Path | None = None, console: Console | None = None,
+          timeout: float = DEFAULT_TIMEOUT) -> bool:
+    return print_results(run_checks(open_lab(cluster_file, root), timeout), console)

@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def _lines(text: str | None) -> list[str]:
 
 
 # -- from the reports ---------------------------------------------------------------------------------------------
+
+SETTLED_STATES = ("running", "degraded")  # `systemctl is-system-running`: the boot has finished, well or not
+
+
+def check_settled(node: str, report: Mapping) -> Check:
+    """Has this boot finished starting? Only a report that says so is judged: before that, a missing handshake
+    or a silent etcd member is a node still on its way, not a fault."""
+    state = (report.get("system") or "").strip() or "unknown"
+    if state in SETTLED_STATES:
+        return Check(node, "settled", True, f"system {state}")
+    jobs = [" ".join(line.split()[1:3]) for line in _lines(report.get("jobs"))[:4]]
+    waiting = f"; waiting for {', '.join(jobs)}" if jobs else ""
+    return Check(node, "settled", False, f"system {state}{waiting}")
+
 
 def check_ignition(node: str, report: Mapping) -> Check:
     result = report.get("ignition")
@@ -81,37 +96,116 @@ def mesh_peers(plan: Plan, assets: Path) -> dict[str, tuple[str, ipaddress.IPv4A
     return peers
 
 
-def check_wireguard(node: NodePlan, report: Mapping, peers: Mapping[str, tuple[str, object]],
-                    up: Iterable[str]) -> Check:
-    """Every running peer has completed a handshake with this node (`wg show all dump`, peer lines)."""
-    wanted = {name for name, _ in peers.values() if name != node.name and name in set(up)}
-    shaken: set[str] = set()
+# WireGuard drops a session 180 s after its handshake (REJECT_AFTER_TIME in the protocol) and renews it every 120 s
+# while packets flow; a peer whose latest handshake is older than this has no session that can carry a packet.
+HANDSHAKE_FRESH = 180
+
+
+@dataclass(frozen=True)
+class WireGuardPeer:
+    """One peer line of `wg show all dump`: what WireGuard itself knows of the tunnel to that peer."""
+
+    node: str
+    handshake_age: int | None  # seconds before the dump; None: never
+    received: int  # bytes
+    sent: int
+
+
+def wireguard_state(report: Mapping, peers: Mapping[str, tuple[str, object]]) -> tuple[str | None, dict[str, WireGuardPeer]]:
+    """(what is wrong with wg0 itself, or None; its peers by node) from the report's `wg show all dump`."""
+    interface = None
+    found: dict[str, WireGuardPeer] = {}
+    try:
+        now = int((report.get("wgTime") or "").strip())
+    except ValueError:
+        now = None
     for line in _lines(report.get("wg")):
         fields = line.split("\t")
-        if len(fields) == 9 and fields[1] in peers:  # interface, peer key, psk, endpoint, ips, handshake, rx, tx, ka
-            if fields[5].isdigit() and int(fields[5]) > 0:
-                shaken.add(peers[fields[1]][0])
-    missing = sorted(wanted - shaken)
-    if missing:
-        return Check(node.name, "wireguard", False, "no handshake with " + ", ".join(missing))
-    return Check(node.name, "wireguard", True, f"handshakes with {len(wanted)} peers")
+        if len(fields) == 5 and fields[0] == "wg0":  # interface, private key, public key, port, fwmark
+            interface = fields
+        elif len(fields) == 9 and fields[1] in peers:  # interface, peer key, psk, endpoint, ips, handshake, rx, tx, ka
+            node = peers[fields[1]][0]
+            stamp = int(fields[5]) if fields[5].isdigit() else 0
+            age = None if stamp == 0 else (max(0, now - stamp) if now is not None else 0)
+            found[node] = WireGuardPeer(node, age, _int(fields[6]), _int(fields[7]))
+    if interface is None:
+        return "no wg0 interface (networkd did not create it; its journal is in the report)", found
+    if interface[1] == "(none)":
+        return "wg0 has no private key (is /etc/systemd/network/wg0.key there and readable by networkd?)", found
+    return None, found
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024:.1f} KiB" if count >= 1024 else f"{count} B"
+
+
+def check_wireguard(node: NodePlan, report: Mapping, peers: Mapping[str, tuple[str, object]], up: Iterable[str],
+                    others: Mapping[str, Mapping]) -> Check:
+    """This node and every running peer share a live WireGuard session: each side's latest handshake with the other
+    is younger than HANDSHAKE_FRESH, in this node's report and in the peer's (`others`: the peers' latest settled
+    reports). One side alone proves nothing after a reboot: the node that stayed up remembers a session the
+    rebooted peer no longer has. What this proves is the key exchange; that packets get through is the mesh ping's
+    to prove."""
+    wanted = sorted(name for name, _ in peers.values() if name != node.name and name in set(up))
+    broken, found = wireguard_state(report, peers)
+    if broken is not None:
+        return Check(node.name, "wireguard", False, broken)
+    stale, live = [], []
+    for name in wanted:
+        here = _session(found.get(name), name)
+        there = _far_side(others.get(name), peers, node.name, name)
+        if here is not None or there is not None:
+            stale.append("; ".join(part for part in (here, there) if part))
+        else:
+            peer = found[name]
+            live.append(f"{name} {peer.handshake_age} s ago (rx {_size(peer.received)}, tx {_size(peer.sent)})")
+    if stale:
+        return Check(node.name, "wireguard", False, "; ".join(stale))
+    return Check(node.name, "wireguard", True, f"sessions with {len(wanted)} peers, both sides: " + ", ".join(live))
+
+
+def _session(peer: WireGuardPeer | None, name: str, side: str = "") -> str | None:
+    """What is wrong with one side's view of a session, or None when it is live."""
+    if peer is None:
+        return f"{name}{side}: not a peer of wg0"
+    if peer.handshake_age is None:
+        return f"{name}{side}: no handshake yet (sent {_size(peer.sent)}, received {_size(peer.received)})"
+    if peer.handshake_age > HANDSHAKE_FRESH:
+        return f"{name}{side}: last handshake {peer.handshake_age} s ago, its session has expired"
+    return None
+
+
+def _far_side(other: Mapping | None, peers: Mapping[str, tuple[str, object]], node: str, name: str) -> str | None:
+    if other is None:
+        return f"{name} has not sent a settled report, so its side of the session is unknown"
+    broken, found = wireguard_state(other, peers)
+    if broken is not None:
+        return f"{name} has no session with {node}: {broken}"
+    return _session(found.get(node), node, f" (in {name}'s report)")
 
 
 def check_pings(node: NodePlan, report: Mapping, plan: Plan, up: Iterable[str]) -> Check:
-    """This node pinged every running peer's mesh address through wg0."""
-    results = dict(line.split()[:2] for line in _lines(report.get("pings")) if len(line.split()) >= 2)
+    """This node pinged every running peer's mesh address through wg0 (up to three echoes each)."""
+    results = {fields[0]: fields[1:] for fields in (line.split() for line in _lines(report.get("pings")))
+               if len(fields) >= 2}
     up = set(up)
-    failed = []
-    count = 0
+    failed, reached = [], []
     for peer in plan.nodes:
         if peer.name == node.name or peer.name not in up or peer.mesh_address is None:
             continue
-        count += 1
-        if results.get(str(peer.mesh_address)) != "ok":
-            failed.append(f"{peer.name} ({peer.mesh_address}: {results.get(str(peer.mesh_address), 'not pinged')})")
+        answer = results.get(str(peer.mesh_address))
+        if not answer or answer[0] != "ok":
+            failed.append(f"{peer.name} ({peer.mesh_address}: {answer[0] if answer else 'not pinged'})")
+        else:
+            rtt = next((word.removeprefix("rtt=") for word in answer[1:] if word.startswith("rtt=")), None)
+            reached.append(f"{peer.name}" + (f" {rtt}" if rtt else ""))
     if failed:
         return Check(node.name, "mesh ping", False, "unreachable: " + ", ".join(failed))
-    return Check(node.name, "mesh ping", True, f"reaches {count} peers over wg0")
+    return Check(node.name, "mesh ping", True, f"reaches {len(reached)} peers over wg0: " + ", ".join(reached))
 
 
 def check_nvme(node: str, report: Mapping, options) -> Check:
@@ -235,31 +329,95 @@ def etcdctl(assets: Path, endpoints: list[str], *args: str, timeout: float = 20.
                           "PATH": "/usr/bin:/bin"})
 
 
-def check_etcd(plan: Plan, assets: Path, down: Iterable[str]) -> Check:
-    """Every running member healthy, and a key written and read back through the cluster."""
-    down = set(down)
-    members = [f"https://{node.address}:{ETCD_CLIENT_PORT}" for node in plan.controllers]
-    running = [f"https://{node.address}:{ETCD_CLIENT_PORT}" for node in plan.controllers if node.name not in down]
-    health = etcdctl(assets, members, "endpoint", "health", "-w", "json")
+@dataclass(frozen=True)
+class MemberAnswer:
+    """What one etcd member says of itself: `etcdctl endpoint health` and `endpoint status` against it alone."""
+
+    node: str
+    healthy: bool
+    error: str = ""
+    member_id: int | None = None
+    leader_id: int | None = None
+    raft_index: int | None = None
+    raft_term: int | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.member_id is not None and self.member_id == self.leader_id
+
+    def describe(self) -> str:
+        if not self.healthy:
+            return f"{self.node} unhealthy: {self.error or 'no answer'}"
+        role = "leader" if self.is_leader else "follower"
+        return f"{self.node} {role}, raft index {self.raft_index}, term {self.raft_term}"
+
+
+def _first_json(text: str) -> list:
     try:
-        statuses = json.loads(health.stdout or "[]")
+        value = json.loads(text or "[]")
     except ValueError:
-        statuses = []
-    healthy = sorted(status["endpoint"] for status in statuses if status.get("health"))
-    unhealthy_running = sorted(set(running) - set(healthy))
-    if unhealthy_running:
-        return Check(None, "etcd", False, "unhealthy: " + ", ".join(unhealthy_running) + (
-            f" ({health.stderr.strip().splitlines()[-1]})" if health.stderr.strip() else ""))
+        return []
+    return value if isinstance(value, list) else []
+
+
+def ask_member(assets: Path, node: NodePlan) -> MemberAnswer:
+    endpoint = f"https://{node.address}:{ETCD_CLIENT_PORT}"
+    try:
+        health = etcdctl(assets, [endpoint], "endpoint", "health", "-w", "json")
+        status = etcdctl(assets, [endpoint], "endpoint", "status", "-w", "json")
+    except subprocess.TimeoutExpired:
+        return MemberAnswer(node.name, False, "etcdctl did not return within its timeout")
+    answers = _first_json(health.stdout)
+    answer = answers[0] if answers and isinstance(answers[0], dict) else {}
+    if not answer.get("health"):
+        error = str(answer.get("error") or "").strip() or _last_line(health.stderr) or "no answer"
+        return MemberAnswer(node.name, False, error)
+    states = _first_json(status.stdout)
+    state = (states[0].get("Status") or {}) if states and isinstance(states[0], dict) else {}
+    header = state.get("header") or {}
+    if not state:
+        return MemberAnswer(node.name, False, "healthy, but no status: " + (_last_line(status.stderr) or "empty"))
+    return MemberAnswer(node.name, True, member_id=header.get("member_id"), leader_id=state.get("leader"),
+                        raft_index=state.get("raftIndex"), raft_term=state.get("raftTerm"))
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def check_etcd(plan: Plan, assets: Path, down: Iterable[str]) -> Check:
+    """Each running member's own answer (health, leader, raft index), one leader agreed on by all, and a key
+    written and read back through the cluster."""
+    down = set(down)
+    members = list(plan.controllers)
+    running = [node for node in members if node.name not in down]
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        answers = list(pool.map(lambda node: ask_member(assets, node), running))
+    said = "; ".join(answer.describe() for answer in answers)
+    healthy = [answer for answer in answers if answer.healthy]
+    if len(healthy) < len(answers):
+        return Check(None, "etcd", False, f"{len(healthy)}/{len(members)} members healthy: {said}")
+    leaders = {answer.leader_id for answer in healthy}
+    if len(leaders) != 1 or not any(answer.is_leader for answer in healthy):
+        return Check(None, "etcd", False, f"members do not agree on a leader among them: {said}")
+    endpoints = [f"https://{node.address}:{ETCD_CLIENT_PORT}" for node in running]
     key, value = f"/stellwerk-lab/check/{uuid.uuid4().hex}", f"written {time.time():.0f}"
-    put = etcdctl(assets, running, "put", key, value)
-    got = etcdctl(assets, running, "get", key, "--print-value-only")
-    etcdctl(assets, running, "del", key)
+    try:
+        put = etcdctl(assets, endpoints, "put", key, value)
+        got = etcdctl(assets, endpoints, "get", key, "--print-value-only")
+        etcdctl(assets, endpoints, "del", key)
+    except subprocess.TimeoutExpired:
+        return Check(None, "etcd", False, f"a write or read did not return within its timeout; {said}")
     if put.returncode != 0 or got.stdout.strip() != value:
-        return Check(None, "etcd", False, f"write and read back failed: {(put.stderr or got.stderr).strip()}")
+        return Check(None, "etcd", False, f"write and read back failed: {(put.stderr or got.stderr).strip()}; "
+                     f"{said}")
     quorum = len(members) // 2 + 1
     if len(healthy) < len(members):
         state = "quorum held" if len(healthy) >= quorum else "quorum lost"
+        off = ", ".join(sorted(node.name for node in members if node.name in down))
         return Check(None, "etcd", len(healthy) >= quorum,
-                     f"degraded, {state}: {len(healthy)}/{len(members)} members healthy; a key was written and "
-                     "read back")
-    return Check(None, "etcd", True, f"{len(healthy)}/{len(members)} members healthy; a key was written and read back")
+                     f"degraded, {state}: {len(healthy)}/{len(members)} members healthy ({off} powered off); a key "
+                     f"was written and read back; {said}")
+    return Check(None, "etcd", True, f"{len(healthy)}/{len(members)} members healthy; a key was written and read "
+                 f"back; {said}")

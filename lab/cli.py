@@ -44,11 +44,13 @@ def lab_up(cluster_file: Path, root: Path | None, uefi: tuple[str, ...], memory_
 @lab.command("check")
 @CLUSTER
 @ROOT
-def lab_check(cluster_file: Path, root: Path | None) -> None:
-    """Check the running lab like production; exit 0 only when every check passes."""
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(10, 7200),
+              help="Seconds for every node to settle and every check to pass; a slow host takes longer, not red.")
+def lab_check(cluster_file: Path, root: Path | None, timeout: int) -> None:
+    """Check the running lab like production, once its nodes have settled; exit 0 only when every check passes."""
     from .checkrun import check
 
-    if not check(cluster_file, root):
+    if not check(cluster_file, root, timeout=float(timeout)):
         sys.exit(1)
 
 

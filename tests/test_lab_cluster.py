@@ -1,4 +1,5 @@
-"""The example lab cluster, end to end, as CI runs it: `lab up`, `lab check`, a fault cycle, `lab down`.
+"""The example lab cluster, end to end, as CI runs it: `lab up`, `lab check`, fault cycles, a node broken on
+purpose, `lab down`.
 
 Four VMs (3 controllers, 1 worker; 1 vCPU, 768 MiB, TCG unless KVM truly works) netboot the real lab OS from
 `stellwerk netboot serve`, run the real Ignition, and report; the checks probe them from the host. The test ends
@@ -11,33 +12,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, REPO
+from conftest import EXAMPLE
+from lab_runs import LAB_ROOT, lab_processes, stellwerk, virsh
 
 pytestmark = pytest.mark.vm
-
-LAB_ROOT = Path("/var/lib/stellwerk/lab-test")  # QEMU (libvirt-qemu) must reach it: not below a 0700 tmp dir
-
-
-def stellwerk(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stellwerk", *args, "--lab-dir", str(LAB_ROOT)],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, "COLUMNS": "200"})
-
-
-def virsh(*args: str) -> str:
-    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True,
-                          timeout=60).stdout
-
-
-def lab_processes() -> list[str]:
-    found = subprocess.run(["pgrep", "-af", str(LAB_ROOT)], capture_output=True, text=True).stdout
-    return [line for line in found.splitlines() if "pgrep" not in line]
 
 
 def ignition_fetches(node_address: str, since: float) -> list[dict]:
@@ -53,6 +36,16 @@ def ignition_fetches(node_address: str, since: float) -> list[dict]:
                 and http.get("endpoint") in ("/ignition", "/secrets"):
             fetched.append(http)
     return fetched
+
+
+def remove_from_state_disk(image: Path, path: str) -> None:
+    """Delete `path` from the node's state filesystem (its install disk), with the node powered off."""
+    # The power cut left the journal unreplayed; e2fsck replays it (exit 1: "errors corrected" is that).
+    assert subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True).returncode in (0, 1)
+    removed = subprocess.run(["debugfs", "-w", "-R", f"rm {path}", str(image)], capture_output=True, text=True)
+    assert removed.returncode == 0 and "not found" not in removed.stderr, removed.stderr
+    gone = subprocess.run(["debugfs", "-R", f"stat {path}", str(image)], capture_output=True, text=True)
+    assert "File not found" in gone.stderr, gone.stdout + gone.stderr
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +94,21 @@ def test_the_lab_comes_up_checks_green_survives_faults_and_leaves_nothing_behind
     final = stellwerk("lab", "check", str(EXAMPLE))
     assert final.returncode == 0, final.stdout + final.stderr
     assert "3/3 members healthy" in final.stdout
+    assert "settled after power-on: " in final.stdout and "slowest check: " in final.stdout
+
+    # A real failure still fails: w1 boots once more, without its WireGuard key. The check waits its deadline for
+    # the mesh to settle, then names what never did, from both sides of every session w1 is part of.
+    assert stellwerk("lab", "fault", str(EXAMPLE), "power-off", "w1").returncode == 0
+    remove_from_state_disk(LAB_ROOT / "lab/disks/w1-nvme0.img", "/overlay/upper/etc/systemd/network/wg0.key")
+    assert stellwerk("lab", "fault", str(EXAMPLE), "power-on", "w1").returncode == 0
+    broken = stellwerk("lab", "check", str(EXAMPLE), "--timeout", "90")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    failed = next(line for line in broken.stdout.splitlines() if line.startswith("FAILED: "))
+    for node in ("c1", "c2", "c3", "w1"):
+        assert f"{node} wireguard" in failed and f"{node} mesh ping" in failed, failed
+    assert "no wg0 interface" in broken.stdout or "wg0 has no private key" in broken.stdout
+    assert "w1 has no session with c1" in broken.stdout  # c1's side: the session w1 no longer has
+    assert "3/3 members healthy" in broken.stdout  # what w1 has no part in still passes
 
     # Down removes what the lab made and nothing else; a second down is harmless.
     down = stellwerk("lab", "down", str(EXAMPLE))

@@ -113,20 +113,88 @@ class Plan:
         self.nodes = nodes
 
 
+WG_NOW = 1732260100  # the node's clock when it dumped wg0 (the report's wgTime)
+
+
+def dump(*peers: tuple[str, int, int, int], private: str = "PRIV") -> str:
+    """`wg show all dump` of wg0 with peers (key, latest handshake, rx bytes, tx bytes)."""
+    lines = [f"wg0\t{private}\tPUB\t51871\toff"]
+    lines += [f"wg0\t{key}\t(none)\t10.213.0.1:51871\t10.250.0.1/32\t{handshake}\t{rx}\t{tx}\t25"
+              for key, handshake, rx, tx in peers]
+    return "\n".join(lines) + "\n"
+
+
+PEERS = {"KEYC1": ("c1", "10.250.0.11"), "KEYC2": ("c2", "10.250.0.12"), "KEYW1": ("w1", "10.250.0.21")}
+
+
+def c1_side(handshake: int = WG_NOW - 10) -> dict:
+    """c1's report: a session with w1."""
+    return {"wg": dump(("KEYW1", handshake, 2100, 4300)), "wgTime": str(WG_NOW)}
+
+
 def test_wireguard_and_ping_checks_read_wg_dump_and_ping_lines():
-    peers = {"KEYC1": ("c1", "10.250.0.11"), "KEYC2": ("c2", "10.250.0.12"), "KEYW1": ("w1", "10.250.0.21")}
     w1 = Node("w1", "10.250.0.21")
-    dump = ("wg0\tPRIV\tPUB\t51871\toff\n"
-            "wg0\tKEYC1\t(none)\t10.213.0.11:51871\t10.250.0.11/32\t1732260000\t100\t200\toff\n"
-            "wg0\tKEYC2\t(none)\t10.213.0.12:51871\t10.250.0.12/32\t0\t0\t0\toff\n")
-    report = {"wg": dump, "pings": "10.250.0.11 ok\n10.250.0.12 fail\n"}
-    result = checks.check_wireguard(w1, report, peers, up={"c1", "c2", "w1"})
-    assert not result.ok and result.detail == "no handshake with c2"
-    assert checks.check_wireguard(w1, report, peers, up={"c1", "w1"}).ok  # c2 is off: not blamed
+    report = {"wg": dump(("KEYC1", WG_NOW - 12, 4300, 2100), ("KEYC2", 0, 0, 148)), "wgTime": f"{WG_NOW}\n",
+              "pings": "10.250.0.11 ok try=1 rtt=0.61ms\n10.250.0.12 fail\n"}
+    others = {"c1": c1_side(), "c2": {"wg": dump(("KEYW1", 0, 148, 0)), "wgTime": str(WG_NOW)}}
+    result = checks.check_wireguard(w1, report, PEERS, {"c1", "c2", "w1"}, others)
+    assert not result.ok and result.detail == ("c2: no handshake yet (sent 148 B, received 0 B); "
+                                               "w1 (in c2's report): no handshake yet (sent 0 B, received 148 B)")
+    alone = checks.check_wireguard(w1, report, PEERS, {"c1", "w1"}, others)  # c2 is off: not blamed
+    assert alone.ok and alone.detail == "sessions with 1 peers, both sides: c1 12 s ago (rx 4.2 KiB, tx 2.1 KiB)"
     plan = Plan([Node("c1", "10.250.0.11"), Node("c2", "10.250.0.12"), w1])
     ping = checks.check_pings(w1, report, plan, up={"c1", "c2", "w1"})
     assert not ping.ok and "c2 (10.250.0.12: fail)" in ping.detail
-    assert checks.check_pings(w1, report, plan, up={"c1", "w1"}).ok
+    good = checks.check_pings(w1, report, plan, up={"c1", "w1"})
+    assert good.ok and good.detail == "reaches 1 peers over wg0: c1 0.61ms"
+
+
+def test_a_session_only_one_side_remembers_is_no_session():
+    w1 = Node("w1", "10.250.0.21")
+    report = {"wg": dump(("KEYC1", WG_NOW - 12, 4300, 2100)), "wgTime": str(WG_NOW)}
+    # c1 rebooted without its key: w1 still remembers the session of c1's previous boot.
+    keyless = {"wg": dump(("KEYW1", 0, 0, 0), private="(none)"), "wgTime": str(WG_NOW)}
+    result = checks.check_wireguard(w1, report, PEERS, {"c1", "w1"}, {"c1": keyless})
+    assert not result.ok and result.detail.startswith("c1 has no session with w1: wg0 has no private key")
+    unknown = checks.check_wireguard(w1, report, PEERS, {"c1", "w1"}, {})
+    assert not unknown.ok and "c1 has not sent a settled report" in unknown.detail
+
+
+def test_a_handshake_older_than_a_session_lives_is_no_session():
+    w1 = Node("w1", "10.250.0.21")
+    age = checks.HANDSHAKE_FRESH + 1
+    report = {"wg": dump(("KEYC1", WG_NOW - age, 10, 10)), "wgTime": str(WG_NOW)}
+    result = checks.check_wireguard(w1, report, PEERS, {"c1", "w1"}, {"c1": c1_side(WG_NOW - age)})
+    assert not result.ok and result.detail == (f"c1: last handshake {age} s ago, its session has expired; "
+                                               f"w1 (in c1's report): last handshake {age} s ago, its session has "
+                                               "expired")
+    fresh = {"wg": dump(("KEYC1", WG_NOW - checks.HANDSHAKE_FRESH, 10, 10)), "wgTime": str(WG_NOW)}
+    assert checks.check_wireguard(w1, fresh, PEERS, {"c1", "w1"}, {"c1": c1_side()}).ok
+
+
+def test_a_missing_interface_or_key_is_named_not_blamed_on_the_peers():
+    w1 = Node("w1", "10.250.0.21")
+    none = checks.check_wireguard(w1, {"wg": "", "wgTime": str(WG_NOW)}, PEERS, {"c1", "w1"}, {"c1": c1_side()})
+    assert not none.ok and none.detail.startswith("no wg0 interface")
+    keyless = {"wg": dump(("KEYC1", 0, 0, 0), private="(none)"), "wgTime": str(WG_NOW)}
+    result = checks.check_wireguard(w1, keyless, PEERS, {"c1", "w1"}, {"c1": c1_side()})
+    assert not result.ok and result.detail.startswith("wg0 has no private key")
+
+
+def test_the_report_dumps_wireguard_after_the_pings_so_the_two_checks_cannot_disagree():
+    script = script_of(overlay("http://10.213.0.1:8099/report"))
+    assert script.index("systemctl is-system-running") < script.index("ping -c 1")
+    assert script.index("ping -c 1") < script.index("wg show all dump") < script.index("date +%s > wg-time.txt")
+
+
+def test_only_a_finished_boot_counts_as_settled():
+    for state, settled in (("running", True), ("degraded", True), ("starting", False), ("initializing", False),
+                           ("", False)):
+        assert checks.check_settled("c1", {"system": state + "\n"}).ok is settled, state
+    waiting = checks.check_settled("c1", {"system": "starting\n", "jobs": (
+        "120 systemd-networkd-wait-online.service start running\n121 multi-user.target start waiting\n")})
+    assert waiting.detail == ("system starting; waiting for systemd-networkd-wait-online.service start, "
+                              "multi-user.target start")
 
 
 def test_nvme_raid_and_unit_checks():
