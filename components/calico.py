@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from stellwerk.components import hostpolicy
-from stellwerk.components.base import ComponentOptions, NodeFragment
-from stellwerk.components.hostpolicy import ANYWHERE, HostPolicy, PortRange, Role, Rule
-from stellwerk.components.templating import render_template
+from stellwerk.components.base import ComponentOptions
+from stellwerk.ignition.fragments import NodeFragment
+from stellwerk.base.types import ROLES, Role
+from stellwerk.components.hostpolicy import ANYWHERE, HostPolicy, PortRange, Rule
+from stellwerk.base.templating import render_template
 from stellwerk.ignition.model import Config, File, Unit
 from stellwerk.spectypes import CIDR, DNSLabel, StrictModel
 
@@ -280,11 +282,11 @@ def manifests(plan: Plan, options: Options) -> list[dict[str, Any]]:
     for index, rule in enumerate(host_policy.rules):
         objects.append(_allow_policy(rule, ALLOW_ORDER + ALLOW_ORDER_STEP * index))
     objects.append(_policy_object("egress", {
-        "order": EGRESS_ORDER, "selector": _selector(hostpolicy.ROLES), "types": ["Egress"],
+        "order": EGRESS_ORDER, "selector": _selector(ROLES), "types": ["Egress"],
         "egress": [{"action": "Allow", "metadata": {"annotations": {RULE_ANNOTATION: "egress"}}}],
     }))
     objects.append(_policy_object("default-deny", {
-        "order": DENY_ORDER, "selector": _selector(hostpolicy.ROLES), "types": ["Ingress"],
+        "order": DENY_ORDER, "selector": _selector(ROLES), "types": ["Ingress"],
         "ingress": [{"action": "Deny", "metadata": {"annotations": {RULE_ANNOTATION: "default-deny"}}}],
     }))
     if host_policy.interface == "*":
@@ -406,4 +408,4 @@ def nftables_ruleset(host_policy: HostPolicy, role: Role, cluster: str) -> str:
 
 
 def _render(template: str, **values: Any) -> str:
-    return render_template(template, **values)
+    return render_template("stellwerk.components", template, **values)

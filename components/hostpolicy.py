@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Role = Literal["controller", "worker"]
-ROLES: tuple[Role, ...] = ("controller", "worker")
+from stellwerk.base.types import ROLES, Role
+
 Protocol = Literal["tcp", "udp", "icmp", "ipip", "any"]
 Direction = Literal["ingress"]
 

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from stellwerk.components.templating import render_template
-from stellwerk.components.base import ComponentOptions, NodeFragment
+from stellwerk.base.templating import render_template
+from stellwerk.base.types import Location
+from stellwerk.components.base import ComponentOptions
+from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, File, Unit
 from stellwerk.spectypes import IPv4, DNSLabel, DNSSubdomain, Duration, LabelKey, LabelValue, StrictModel
 
@@ -247,7 +249,6 @@ def upstream(options: Options) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- check
 
-Location = tuple[Any, ...]
 _BASE: Location = ("spec", "components", KEY)
 
 
@@ -502,7 +503,7 @@ def _peer_spec(bgp: BGP, peer: Peer) -> dict[str, Any]:
 
 
 def _render(template: str, **values: Any) -> str:
-    return render_template(template, **values)
+    return render_template("stellwerk.components", template, **values)
 
 
 def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment | None:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from stellwerk.components.claims import Claim, on_disk
-from stellwerk.components.templating import render_template
+from stellwerk.base.templating import render_template
 from stellwerk.components.unitnames import mount_unit_name
-from stellwerk.components.base import ComponentOptions, NodeFragment
+from stellwerk.components.base import ComponentOptions
+from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, Disk, File, Filesystem, Raid, Unit
 from stellwerk.spectypes import DNSLabel, StrictModel
 
@@ -278,4 +279,4 @@ def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment
 
 
 def render(template: str, /, **values: object) -> str:
-    return render_template(template, **values)
+    return render_template("stellwerk.components", template, **values)

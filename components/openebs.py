@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from stellwerk.components.claims import Claim
-from stellwerk.components.templating import render_template
+from stellwerk.base.templating import render_template
 from stellwerk.components.unitnames import device_unit_name, mount_unit_name
-from stellwerk.components.base import ComponentOptions, NodeFragment
+from stellwerk.components.base import ComponentOptions
+from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, Directory, File, Filesystem, Unit
 from stellwerk.spectypes import DNSLabel, StrictModel
-from stellwerk.yamlout import dump_yaml
+from stellwerk.base.yamlout import dump_yaml
 
 if TYPE_CHECKING:
     from stellwerk.plan import NodePlan, Plan
@@ -513,7 +514,7 @@ def _disk_pool(pool: MayastorPool, namespace: str) -> dict[str, Any]:
 
 
 def _render(template: str, **values: object) -> str:
-    return render_template(f"{KEY}-{template}.j2", trim_blocks=True, **values)
+    return render_template("stellwerk.components", f"{KEY}-{template}.j2", trim_blocks=True, **values)
 
 
 def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment | None:

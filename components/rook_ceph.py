@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from stellwerk.components.claims import Claim
-from stellwerk.components.templating import render_template
-from stellwerk.components.base import ComponentOptions, NodeFragment
+from stellwerk.base.templating import render_template
+from stellwerk.components.base import ComponentOptions
+from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, Disk, Unit
 from stellwerk.spectypes import DNSLabel, DNSSubdomain, StrictModel
 
@@ -696,7 +697,7 @@ def node_fragments(plan: Plan, options: Options, node: NodePlan) -> NodeFragment
 
 
 def _render(template: str, **values: Any) -> str:
-    return render_template(template, **values)
+    return render_template("stellwerk.components", template, **values)
 
 
 def upstream(options: Options) -> tuple[str, ...]:

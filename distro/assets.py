@@ -22,17 +22,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .errors import Problem, UserError
-from .fsutil import make_dirs, replace_file
+from .base.errors import Problem, UserError
+from .base.fsutil import make_dirs, replace_file
+from .base.types import AssetFile
 
 RECORD = ".stellwerk-assets.json"
 SECRET_TREES = ("pki", "wireguard")
-
-
-@dataclass(frozen=True)
-class AssetFile:
-    data: bytes = field(repr=False)
-    mode: int = 0o644
 
 
 @dataclass

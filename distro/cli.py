@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import Problem, RunFailed, UserError
+from .base.errors import Problem, RunFailed, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from .yamlout import dump_yaml
+from .base.yamlout import dump_yaml
 
 
 def _b64(data: bytes) -> str:

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Problem, UserError
+from .base.errors import Problem, UserError
 from .spec import Cluster
-from .yamlsource import Location, SourceMap, load_yaml
+from .base.types import Location
+from .yamlsource import SourceMap, load_yaml
 
 
 @dataclass(frozen=True)

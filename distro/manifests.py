@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .assets import AssetFile
+from .base.types import AssetFile
 from .plan import Plan
-from .yamlout import dump_yaml
+from .base.yamlout import dump_yaml
 
 
 class ComponentPatchError(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .assets import AssetFile
+from .base.types import AssetFile
 from .plan import Plan
 
 _CONSOLE = ["console=tty0", "console=ttyS0,115200n8"]

@@ -1,7 +1,7 @@
 """The cluster PKI in kubeadm's file layout: load what exists, create what is missing.
 
 The PKI is persisted state, not output: once a key is on disk it is the key, and
-re-rendering must never swap it for another (DESIGN.md section 6). So this module
+re-rendering must never swap it for another (docs/design.md, section 6). So this module
 works in three phases:
 
 1. read and validate every file that exists; any problem raises SecretsError
@@ -29,8 +29,8 @@ from typing import TypeVar
 
 from cryptography import x509 as cx509
 
-from .errors import SecretsError
-from .fsutil import recover_interrupted, replace_file, write_new_files
+from .base.errors import SecretsError
+from .base.fsutil import recover_interrupted, replace_file, write_new_files
 from .x509 import (
     KEY_ALGORITHMS,
     IPAddress,

@@ -11,16 +11,15 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .spec import Cluster, Node, Taint
-from .yamlsource import Location
+from .base.types import Location, Role
 
 ROLE_LABEL = "node.stellwerk.dev/role"
 POOL_LABEL = "node.stellwerk.dev/pool"
 CONTROL_PLANE_TAINT = Taint(key="node-role.kubernetes.io/control-plane", value="", effect="NoSchedule")
 
-Role = Literal["controller", "worker"]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from . import __version__, release
-from .assets import AssetFile, WriteReport, claim_assets_dir, write_assets
+from .assets import WriteReport, claim_assets_dir, write_assets
+from .base.types import AssetFile
 from .bootstrap import bootstrap_objects
-from .errors import Problem, UserError
+from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
 from .manifests import ComponentPatchError, component_objects, object_files
@@ -22,7 +23,7 @@ from .netbootstore import store_files
 from .upstream import default_cache_dir, read_cached
 from .plan import Plan, make_plan
 from .secrets import Secrets, load_or_create_secrets
-from .yamlout import dump_yaml, dump_yaml_all
+from .base.yamlout import dump_yaml, dump_yaml_all
 
 Progress = Callable[[str, int, int], None]
 

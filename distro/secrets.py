@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .errors import SecretsError
+from .base.errors import SecretsError
 from .pki import PKI, ControllerIdentity, PKIRequest, load_or_create_pki
 from .plan import Plan
 from .tokens import BootstrapToken, generate_token, read_token, write_token

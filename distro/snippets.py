@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import Problem, UserError
-from .yamlsource import Location, SourceMap, format_location, load_yaml
+from .base.errors import Problem, UserError
+from .base.types import Location
+from .yamlsource import SourceMap, format_location, load_yaml
 from .ignition.butane import SnippetError
 from .ignition.butane import translate as translate_butane
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from . import release
-from .ignition.templating import environment
+from .base.templating import environment
 
 _PLATFORMS = {
     # A libvirt lab on this machine: MACs in QEMU's 52:54:00 range, NVMe install disks.

@@ -7,8 +7,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SecretsError
-from .fsutil import write_new_file
+from .base.errors import SecretsError
+from .base.fsutil import write_new_file
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _FORMAT = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import Problem, UserError
-from .fsutil import make_dirs
+from .base.errors import Problem, UserError
+from .base.fsutil import make_dirs
 from .release import UpstreamManifest
 
 Progress = Callable[[str, int, int | None], None]  # (name, bytes so far, total or None)

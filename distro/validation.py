@@ -10,10 +10,11 @@ import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import Problem
+from .base.errors import Problem
 from .snippets import SnippetProblem, load_snippet
 from .spec import Cluster, Node
-from .yamlsource import Location, SourceMap
+from .base.types import Location
+from .yamlsource import SourceMap
 
 # Labels a kubelet may set on its own Node under the reserved kubernetes.io and
 # k8s.io namespaces (the NodeRestriction admission plugin rejects the rest).

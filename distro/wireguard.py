@@ -10,8 +10,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from .errors import SecretsError
-from .fsutil import recover_interrupted, write_new_files
+from .base.errors import SecretsError
+from .base.fsutil import recover_interrupted, write_new_files
 
 _RAW = serialization.Encoding.Raw
 

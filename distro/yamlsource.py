@@ -12,9 +12,8 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem, UserError
-
-Location = tuple[str | int, ...]
+from .base.errors import Problem, UserError
+from .base.types import Location
 
 
 @dataclass

@@ -14,11 +14,11 @@ from stellwerk.kubeconfig import kubeconfig
 from stellwerk.plan import NodePlan, Plan
 from stellwerk.secrets import Secrets
 from stellwerk.snippets import load_snippet
-from stellwerk.yamlsource import Location
+from stellwerk.base.types import Location
 
 from .model import Config
 
-from .templating import render_template
+from stellwerk.base.templating import render_template
 
 
 @dataclass
@@ -59,7 +59,7 @@ class RenderContext:
         """Each node's [WireGuardPeer] section, as every other node lists it."""
         wireguard = self.plan.spec.wireguard
         return {
-            peer.name: render_template(
+            peer.name: render_template("stellwerk.ignition", 
                 "wg0-peer.j2",
                 name=peer.name,
                 public_key=self.secrets.wireguard[peer.name].public_key,

@@ -13,7 +13,7 @@ from stellwerk.plan import NodePlan
 from . import kubernetes as k8s
 from .context import RenderContext
 from .model import Config, Directory, File, Unit
-from .templating import render_template
+from stellwerk.base.templating import render_template
 
 LOCAL_APISERVER = "https://127.0.0.1:6443"
 
@@ -50,7 +50,7 @@ def controller_config(context: RenderContext, node: NodePlan) -> Config:
     ]
     units = (
         Unit(name="etcd.service", enabled=True,
-             contents=render_template("etcd.service.j2", name=node.name, cluster=context.plan.name,
+             contents=render_template("stellwerk.ignition", "etcd.service.j2", name=node.name, cluster=context.plan.name,
                                       flags=k8s.etcd_flags(context.plan, node))),
     )
     directories = (Directory(path=k8s.STATIC_POD_PATH, mode=0o755),)

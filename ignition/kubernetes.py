@@ -11,7 +11,7 @@ from typing import Any
 
 from stellwerk import release
 from stellwerk.plan import NodePlan, Plan
-from stellwerk.yamlout import dump_yaml
+from stellwerk.base.yamlout import dump_yaml
 
 PKI = "/etc/kubernetes/pki"
 BOOTSTRAP_KUBECONFIG = "/etc/kubernetes/bootstrap-kubelet.conf"

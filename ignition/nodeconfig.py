@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stellwerk.components.base import fragment_config
+from .fragments import fragment_config
 from stellwerk.plan import NodePlan
 
 from .cloudinit import UnsupportedByCloudInit, render_cloud_config

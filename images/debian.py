@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from ..errors import Problem, UserError
+from ..base.errors import Problem, UserError
 
 _CHUNK = 1 << 20
 

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ignition.templating import environment
+from ..base.templating import environment
 from . import cpio
 from .contract import IMAGE_IN_INITRD, PROVISIONED_MARKER, STATE_LABEL
 from .kmods import INITRAMFS_MODULES

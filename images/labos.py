@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import Problem, UserError
+from ..base.errors import Problem, UserError
 from . import base, cache, debian, initramfs
 from .contract import INITRD_FILE, KERNEL_ARGS, KERNEL_FILE, MANIFEST_FILE, STATE_LABEL
 from .progress import Reporter, Silent

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import Problem, UserError
+from ..base.errors import Problem, UserError
 from .progress import Reporter
 
 _TAIL = 15

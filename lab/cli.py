@@ -18,7 +18,7 @@ def lab() -> None:
     try:
         import libvirt  # noqa: F401  (an optional dependency: the extra 'lab')
     except ImportError:
-        from stellwerk.errors import Problem, UserError
+        from stellwerk.base.errors import Problem, UserError
 
         raise UserError(Problem("stellwerk lab", None, "", "needs libvirt's Python binding; install it with "
                                 "`pip install 'stellwerk[lab]'` (apt-get install libvirt-dev pkg-config gcc first)"))

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from stellwerk.fsutil import make_dirs, replace_file
+from stellwerk.base.fsutil import make_dirs, replace_file
 
 MAX_REPORT = 4 << 20  # bytes; an nft ruleset and a mesh of pings fit many times over
 _NODE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

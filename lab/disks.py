@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from stellwerk.components.claims import on_disk
-from stellwerk.errors import Problem
+from stellwerk.base.errors import Problem
 from stellwerk.load import LoadedCluster
 
 from .domain import NVME_FIRST_SLOT, NVME_MODEL, nvme_serial

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stellwerk.errors import Problem, RunFailed, UserError
+from stellwerk.base.errors import Problem, RunFailed, UserError
 
 
 class LabError(UserError):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import requests
 
-from stellwerk.errors import Problem, UserError
-from stellwerk.fsutil import make_dirs
+from stellwerk.base.errors import Problem, UserError
+from stellwerk.base.fsutil import make_dirs
 from stellwerk.plan import Plan
 
 from . import accel as accel_module

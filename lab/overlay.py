@@ -10,7 +10,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from stellwerk.ignition.templating import environment
+from stellwerk.base.templating import environment
 
 REPORT_SCRIPT = "/opt/stellwerk-lab/report"
 REPORT_INTERVAL = 10  # seconds between reports once a node is up

@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stellwerk.errors import Problem, UserError
-from stellwerk.fsutil import make_dirs, replace_file
+from stellwerk.base.errors import Problem, UserError
+from stellwerk.base.fsutil import make_dirs, replace_file
 
 LAB_ROOT = Path(os.environ.get("STELLWERK_LAB_ROOT", "/var/lib/stellwerk/lab"))
 STATE_FILE = "lab.json"

@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from stellwerk.ignition.templating import environment
+from stellwerk.base.templating import environment
 
 from .store import Group
 

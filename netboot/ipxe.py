@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from stellwerk.ignition.templating import environment
+from stellwerk.base.templating import environment
 
 from .store import Selection, is_ipxe_word
 

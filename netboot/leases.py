@@ -26,7 +26,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from stellwerk.fsutil import replace_file
+from stellwerk.base.fsutil import replace_file
 
 from .store import normalize_mac  # one MAC spelling rule for the store, DHCP and leases
 

@@ -35,8 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from stellwerk.errors import Problem, UserError
-from stellwerk.fsutil import make_dirs, replace_file
+from stellwerk.base.errors import Problem, UserError
+from stellwerk.base.fsutil import make_dirs, replace_file
 
 STATES = ("discovered", "installing", "installed", "booted", "failed")
 STATE_FILE = "state/machines.json"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from stellwerk.errors import Problem, UserError
+from stellwerk.base.errors import Problem, UserError
 
 IPXE_DIR = Path("/usr/lib/ipxe")
 IPXE_FILES = ("undionly.kpxe", "ipxe.efi")

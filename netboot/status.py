@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from stellwerk.errors import Problem, UserError
+from stellwerk.base.errors import Problem, UserError
 
 from .machines import MachineRegistry
 from .store import Store

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from stellwerk.errors import Problem, UserError
+from stellwerk.base.errors import Problem, UserError
 
-# The config file of a node, by the profile's config kind (DESIGN.md section 4). An "installer" profile boots a
+# The config file of a node, by the profile's config kind (docs/design.md, section 3). An "installer" profile boots a
 # live system that installs the OS to disk; its config is made by netboot from the node's (for its ssh keys).
 CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml",
                                                     "installer": "ignition.json"})

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from stellwerk.errors import Problem, UserError
-from stellwerk.fsutil import make_dirs, replace_file, write_new_file
+from stellwerk.base.errors import Problem, UserError
+from stellwerk.base.fsutil import make_dirs, replace_file, write_new_file
 from stellwerk.x509 import (LeafProfile, PEMError, cert_sans, cert_to_pem, generate_private_key, is_signed_by,
                             key_matches_cert, load_cert, load_private_key, private_key_to_pem, sign_leaf)
 

@@ -29,7 +29,7 @@ import pytest
 
 import ignition_engine
 from conftest import require_tool
-from stellwerk.errors import UserError
+from stellwerk.base.errors import UserError
 from stellwerk.ignition import model
 from stellwerk.images import base, cache, debian, initramfs, labos, qemu, rootfs
 from stellwerk.images.contract import INITRD_FILE, KERNEL_ARGS, KERNEL_FILE, MANIFEST_FILE, STATE_LABEL

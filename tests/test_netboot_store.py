@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stellwerk.errors import UserError
+from stellwerk.base.errors import UserError
 from stellwerk.netboot.store import LabelError, Store, StoreError, normalize_label, normalize_mac
 
 MAC1 = "52:54:00:00:00:11"

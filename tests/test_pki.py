@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from stellwerk import x509 as sx
-from stellwerk.errors import SecretsError
+from stellwerk.base.errors import SecretsError
 from stellwerk.pki import (
     PKI,
     ControllerIdentity,

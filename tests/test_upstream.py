@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import static_http
-from stellwerk.errors import UserError
+from stellwerk.base.errors import UserError
 from stellwerk.release import UPSTREAM, UpstreamManifest
 from stellwerk.upstream import cache_path, fetch, read_cached
 

@@ -26,5 +26,6 @@ def environment(package: str, trim_blocks: bool = False) -> jinja2.Environment:
     return env
 
 
-def render_template(template: str, /, **values: object) -> str:
-    return environment("stellwerk.ignition").get_template(template).render(**values)
+def render_template(package: str, template: str, /, *, trim_blocks: bool = False, **values: object) -> str:
+    """`template` from `package`'s templates/ folder, rendered with `values`."""
+    return environment(package, trim_blocks).get_template(template).render(**values)
