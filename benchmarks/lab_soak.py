@@ -93,6 +93,8 @@ def main() -> None:
         for hog in hogs:
             hog.terminate()
     print(f"{green}/{args.runs} runs green" + (" with --load" if hogs else "") + " (target: 5/5 with --load)")
+    if green < args.runs:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base.templating import environment
+from ..netboot.machines import FAILURE_LINE_CHARS
 from . import cpio
 from .contract import IMAGE_IN_INITRD, PROVISIONED_MARKER, STATE_LABEL
 from .kmods import INITRAMFS_MODULES
@@ -48,7 +49,7 @@ class Parts:
 def render(template: str) -> str:
     return environment("stellwerk.images").get_template(template).render(
         state_label=STATE_LABEL, marker=PROVISIONED_MARKER, lower=IMAGE_MOUNT, image_in_initrd=IMAGE_IN_INITRD,
-        initramfs_modules=INITRAMFS_MODULES)
+        initramfs_modules=INITRAMFS_MODULES, failure_line_chars=FAILURE_LINE_CHARS)
 
 
 def initrd_release(image_id: str) -> str:

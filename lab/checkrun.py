@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from stellwerk.plan import NodePlan
 
@@ -71,7 +72,7 @@ class CheckRun:
     """What a run found: one result per check with its timing, and when each node settled."""
 
     results: list[tuple[Check, float | None]]  # (check, seconds after the start it passed, or None)
-    settled: dict[str, float]  # node -> seconds from its power-on to its first settled report
+    settled: dict[str, float]  # node -> seconds from its power-on to the end of its boot's start-up
     elapsed: float
     timeout: float
 
@@ -87,11 +88,13 @@ class _Run:
     started: float = field(default_factory=time.time)
     courses: dict[tuple[str | None, str], Course] = field(default_factory=dict)
     settled_at: dict[str, float] = field(default_factory=dict)  # node -> `received` of its first settled report
+    boot_finished: dict[str, float | None] = field(default_factory=dict)  # node -> when that boot finished starting
     evidence: dict[str, Check] = field(default_factory=dict)  # node -> its latest settle check
     judged: dict[str, float] = field(default_factory=dict)  # node -> `received` of the report last judged
     latest: dict[str, dict] = field(default_factory=dict)  # node -> its latest settled report of this run
     firewall: Backoff = field(default_factory=Backoff)
     etcd: Backoff = field(default_factory=Backoff)
+    deadline: float | None = None  # monotonic; set when the run starts
 
     def __post_init__(self) -> None:
         plan = self.lab.plan
@@ -134,6 +137,7 @@ class _Run:
                 if not settle.ok:
                     continue
                 self.settled_at[node.name] = report["received"]
+                self.boot_finished[node.name] = checks.boot_finished_at(report)
             elif not settle.ok:
                 continue  # it rebooted during the run: this boot's facts count once it has settled too
             if report["received"] != self.judged.get(node.name):
@@ -190,7 +194,7 @@ class _Run:
         waiting = [node.name for node in plan.controllers if node.name in self.up and node.name not in self.settled_at]
         if not final and (waiting or not self.etcd.ready(time.monotonic())):
             return
-        self.record(checks.check_etcd(plan, self.lab.assets, self.down), True)
+        self.record(checks.check_etcd(plan, self.lab.assets, self.down, self.deadline), True)
         self.etcd.wait(time.monotonic())
 
     # -- the run ------------------------------------------------------------------------------------------------
@@ -206,7 +210,7 @@ class _Run:
         return all(key in self.courses for key in wanted)
 
     def run(self, poll: float, sleep: Callable[[float], None]) -> CheckRun:
-        deadline = time.monotonic() + self.timeout
+        self.deadline = deadline = time.monotonic() + self.timeout
         while True:
             self.read_reports()
             self.probe_firewalls()
@@ -234,8 +238,11 @@ class _Run:
                 continue
             if node.name in self.settled_at:
                 powered_on = self.lab.state.powered_on.get(node.name, self.lab.state.started)
-                settled[node.name] = self.settled_at[node.name] - powered_on
-                detail = f"{self.evidence[node.name].detail}, {settled[node.name]:.0f} s after power-on"
+                finished = self.boot_finished.get(node.name)
+                detail = self.evidence[node.name].detail
+                if finished is not None:  # the boot's own finish time, whenever the check ran
+                    settled[node.name] = max(0.0, finished - powered_on)
+                    detail += f", boot finished {settled[node.name]:.0f} s after power-on"
                 waited = max(0.0, self.settled_at[node.name] - self.started)
                 results.append((Check(node.name, "settled", True, detail), waited))
             else:
@@ -282,7 +289,7 @@ def print_results(run: CheckRun, console: Console | None = None) -> bool:
     failed = [check for check, _ in run.results if not check.ok]
     passed = sum(1 for check, _ in run.results if check.ok and not check.skipped)
     if run.settled:
-        console.print("settled after power-on: " + ", ".join(f"{node} {seconds:.0f} s"
+        console.print("boot finished after power-on: " + ", ".join(f"{node} {seconds:.0f} s"
                                                              for node, seconds in run.settled.items()))
     timed = [(after, check) for check, after in run.results if after is not None and check.name != "settled"]
     if timed:
@@ -304,7 +311,8 @@ def _table(console: Console, title: str, rows: list[tuple[Check, float | None]])
     table.add_column("after", justify="right")
     table.add_column("detail", overflow="fold")
     for check, after in rows:
-        table.add_row(check.name, _mark(check), "" if after is None else f"{after:.0f} s", check.detail)
+        # details quote the nodes' reports and etcdctl: text, never markup
+        table.add_row(check.name, _mark(check), "" if after is None else f"{after:.0f} s", Text(check.detail))
     console.print(table)
 
 

@@ -58,6 +58,19 @@ def check_settled(node: str, report: Mapping) -> Check:
     return Check(node, "settled", False, f"system {state}{waiting}")
 
 
+def boot_finished_at(report: Mapping) -> float | None:
+    """When this boot finished starting, on the lab host's clock: the kernel started `uptime` seconds before the
+    report was received, and systemd finished FinishTimestampMonotonic microseconds after that. None when the
+    report lacks either (a boot still starting has no finish time)."""
+    try:
+        uptime = float((report.get("uptime") or "").split()[0])
+        finished = int((report.get("bootFinished") or "").strip()) / 1e6
+        received = float(report["received"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+    return received - uptime + finished if finished > 0 else None
+
+
 def check_ignition(node: str, report: Mapping) -> Check:
     result = report.get("ignition")
     if not isinstance(result, dict):
@@ -118,7 +131,7 @@ def wireguard_state(report: Mapping, peers: Mapping[str, tuple[str, object]]) ->
     try:
         now = int((report.get("wgTime") or "").strip())
     except ValueError:
-        now = None
+        now = None  # then no handshake has a known age: none counts as fresh
     for line in _lines(report.get("wg")):
         fields = line.split("\t")
         if len(fields) == 5 and fields[0] == "wg0":  # interface, private key, public key, port, fwmark
@@ -126,7 +139,7 @@ def wireguard_state(report: Mapping, peers: Mapping[str, tuple[str, object]]) ->
         elif len(fields) == 9 and fields[1] in peers:  # interface, peer key, psk, endpoint, ips, handshake, rx, tx, ka
             node = peers[fields[1]][0]
             stamp = int(fields[5]) if fields[5].isdigit() else 0
-            age = None if stamp == 0 else (max(0, now - stamp) if now is not None else 0)
+            age = None if stamp == 0 or now is None else max(0, now - stamp)
             found[node] = WireGuardPeer(node, age, _int(fields[6]), _int(fields[7]))
     if interface is None:
         return "no wg0 interface (networkd did not create it; its journal is in the report)", found
@@ -319,7 +332,12 @@ def check_firewall(node: NodePlan, policy, source: ipaddress.IPv4Address,
                  f"host: {', '.join(allowed) or 'none'})")
 
 
-def etcdctl(assets: Path, endpoints: list[str], *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+ETCDCTL_TIMEOUT = 20.0  # seconds for one etcdctl call: its own dial (5 s) and command (10 s) timeouts, and slack
+ETCDCTL_LEAST = 3.0  # seconds an etcdctl call gets however little time is left
+
+
+def etcdctl(assets: Path, endpoints: list[str], *args: str,
+            timeout: float = ETCDCTL_TIMEOUT) -> subprocess.CompletedProcess:
     binary = shutil.which("etcdctl") or "/usr/bin/etcdctl"
     pki = assets / "pki" / "etcd"
     command = [binary, f"--endpoints={','.join(endpoints)}", f"--cacert={pki / 'ca.crt'}",
@@ -360,11 +378,18 @@ def _first_json(text: str) -> list:
     return value if isinstance(value, list) else []
 
 
-def ask_member(assets: Path, node: NodePlan) -> MemberAnswer:
+def _time_left(until: float | None) -> float:
+    """The timeout of the next etcdctl call, so that a check ends near its deadline (monotonic), not a minute on."""
+    if until is None:
+        return ETCDCTL_TIMEOUT
+    return max(ETCDCTL_LEAST, min(ETCDCTL_TIMEOUT, until - time.monotonic()))
+
+
+def ask_member(assets: Path, node: NodePlan, until: float | None = None) -> MemberAnswer:
     endpoint = f"https://{node.address}:{ETCD_CLIENT_PORT}"
     try:
-        health = etcdctl(assets, [endpoint], "endpoint", "health", "-w", "json")
-        status = etcdctl(assets, [endpoint], "endpoint", "status", "-w", "json")
+        health = etcdctl(assets, [endpoint], "endpoint", "health", "-w", "json", timeout=_time_left(until))
+        status = etcdctl(assets, [endpoint], "endpoint", "status", "-w", "json", timeout=_time_left(until))
     except subprocess.TimeoutExpired:
         return MemberAnswer(node.name, False, "etcdctl did not return within its timeout")
     answers = _first_json(health.stdout)
@@ -386,14 +411,14 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
-def check_etcd(plan: Plan, assets: Path, down: Iterable[str]) -> Check:
+def check_etcd(plan: Plan, assets: Path, down: Iterable[str], until: float | None = None) -> Check:
     """Each running member's own answer (health, leader, raft index), one leader agreed on by all, and a key
-    written and read back through the cluster."""
+    written and read back through the cluster; every etcdctl call is cut to the time left before `until`."""
     down = set(down)
     members = list(plan.controllers)
     running = [node for node in members if node.name not in down]
     with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-        answers = list(pool.map(lambda node: ask_member(assets, node), running))
+        answers = list(pool.map(lambda node: ask_member(assets, node, until), running))
     said = "; ".join(answer.describe() for answer in answers)
     healthy = [answer for answer in answers if answer.healthy]
     if len(healthy) < len(answers):
@@ -404,9 +429,9 @@ def check_etcd(plan: Plan, assets: Path, down: Iterable[str]) -> Check:
     endpoints = [f"https://{node.address}:{ETCD_CLIENT_PORT}" for node in running]
     key, value = f"/stellwerk-lab/check/{uuid.uuid4().hex}", f"written {time.time():.0f}"
     try:
-        put = etcdctl(assets, endpoints, "put", key, value)
-        got = etcdctl(assets, endpoints, "get", key, "--print-value-only")
-        etcdctl(assets, endpoints, "del", key)
+        put = etcdctl(assets, endpoints, "put", key, value, timeout=_time_left(until))
+        got = etcdctl(assets, endpoints, "get", key, "--print-value-only", timeout=_time_left(until))
+        etcdctl(assets, endpoints, "del", key, timeout=_time_left(until))
     except subprocess.TimeoutExpired:
         return Check(None, "etcd", False, f"a write or read did not return within its timeout; {said}")
     if put.returncode != 0 or got.stdout.strip() != value:

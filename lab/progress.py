@@ -39,7 +39,7 @@ class LiveTable:
             self.messages.append(message)
             self._live.update(self._render({}))
         else:
-            self.console.print(message)
+            self.console.print(message, markup=False, highlight=False)
 
     def update(self, lab) -> None:
         phases = boot_phases(lab.plan, lab.directory, since=self.started)
@@ -52,12 +52,14 @@ class LiveTable:
         for node, phase in rows.items():  # without a terminal: one line per step a node reaches
             if self._last.get(node) != phase:
                 self._last[node] = phase
-                self.console.print(f"{time.time() - self.started:6.1f} s  {node}: {phase}")
+                # a failure's reason came from the machine: printed as it is, never read as markup
+                self.console.print(f"{time.time() - self.started:6.1f} s  {node}: {phase}", markup=False,
+                                   highlight=False)
 
     def _render(self, rows: dict[str, str]) -> Group:
         table = Table(title=f"lab up ({time.time() - self.started:.0f} s)", title_justify="left")
         table.add_column("node")
         table.add_column("step")
         for node, phase in rows.items():
-            table.add_row(node, phase)
+            table.add_row(Text(node), Text(phase))
         return Group(*(Text(message) for message in self.messages[-8:]), table)

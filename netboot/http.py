@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
 from . import ipxe
 from .installer import REPORT_EVENTS, installer_config
+from .logs import redact_tokens
 from .machines import PROVISION_FAILED, MachineRegistry, SecretsSpent, TokenRefused, failure_from
 from .provisioning import PartsCache, secrets_url
 from .store import LabelError, Selection, Store, normalize_labels
@@ -48,6 +49,7 @@ MAX_REQUEST_LINE = 8192  # bytes, without the line end; longer: 414
 MAX_HEADER_BYTES = 8192  # bytes of header lines after the request line; more: 431
 MAX_HEADERS = 64  # header lines; more: 431
 MAX_QUERY_FIELDS = 32
+_BYTE_COUNT = re.compile(r"[0-9]{1,18}")
 MAX_BODY = 16384  # bytes; only POST /report carries a body (a machine's failure log)
 LINGER_SECONDS = 2.0  # after an answer that closes the connection, how long to drain what the client still sends
 LINGER_BYTES = 1 << 20
@@ -64,7 +66,6 @@ _PUBLIC_URL = re.compile(r"https?://[\x21-\x7e]+")
 _SINGLE_HEADERS = {"host", "range", "if-range", "content-length"}
 _SECRETS_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _STAGE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 
 
 class HttpError(Exception):
@@ -365,10 +366,10 @@ class BootServer:
             script = ipxe.local_boot_script(group.name, f"profile {selection.profile.id} boots the local disk")
             return Response(200, script.encode(), mac=labels["mac"], group=group.name)
         if selection.profile.config == "installer" and self.machines is not None and node is not None:
-            state = self.machines.statuses([node])[0].state
-            if state in ("installed", "booted"):
+            status = self.machines.statuses([node])[0]
+            if status.installed:
                 # Installed already: boot the disk. `stellwerk netboot reprovision` sends it to the installer again.
-                script = ipxe.local_boot_script(group.name, f"node {node} is {state}; booting its disk")
+                script = ipxe.local_boot_script(group.name, f"node {node} is {status.state}; booting its disk")
                 return Response(200, script.encode(), mac=labels["mac"], group=group.name)
         config_labels = self._store.config_labels(selection, labels)
         script = ipxe.machine_script(selection, self._base_url(sock), config_labels)
@@ -414,6 +415,9 @@ class BootServer:
                             f"mac=<MAC>&event={PROVISION_FAILED}&stage=<stage: a-z, 0-9, '-'>")
         if request.body and event != PROVISION_FAILED:
             raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"only a {PROVISION_FAILED} report carries a body")
+        if set(pairs) != {"mac"}:  # a report names its machine by MAC alone: no labels to steer the selection
+            raise HttpError(HTTPStatus.BAD_REQUEST, "a report's query is mac=<MAC>&event=<event>[&stage=<stage>], "
+                            f"nothing more (got {', '.join(sorted(pairs)) or 'no mac'})")
         labels, selection = self._machine(urlencode(pairs))
         node = selection.group.node
         if node is None or self.machines is None:
@@ -657,7 +661,7 @@ class BootServer:
         error = error or (response.error if response else None)
         if error or (status or 0) >= 400:
             record["error"] = error
-            record["request"] = _redact(request.line if request else request_line)
+            record["request"] = redact_tokens(request.line if request else request_line)
         log.log(level, json.dumps(record))
 
 
@@ -873,7 +877,7 @@ def _parse_head(head: bytes) -> Request:
         raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "chunked request bodies are not accepted; send "
                         "Content-Length", close=True)
     length = headers.get("content-length", "0")
-    if not length.isdigit() or len(length) > 18:
+    if not _BYTE_COUNT.fullmatch(length):  # ASCII digits only: str.isdigit() also takes "²"
         raise HttpError(HTTPStatus.BAD_REQUEST, f"Content-Length {_printable(length.encode()[:20])!r} is not a "
                         "byte count", close=True)
     if int(length) and method != "POST":
@@ -1030,11 +1034,6 @@ def _send_vectored(sock: socket.socket, head: bytes, body: bytes) -> None:
             views.pop(0)
         if views and sent:
             views[0] = views[0][sent:]
-
-
-def _redact(line: str | None) -> str | None:
-    """A request line fit for the log: a one-time token is a credential and never written down."""
-    return _TOKEN_IN_QUERY.sub(r"\1<redacted>", line) if line else line
 
 
 def _peer(sock: socket.socket) -> str:

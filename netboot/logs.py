@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 EXTRA_FIELDS = ("tftp",)
@@ -48,3 +49,11 @@ def log_to_stderr(level: int = logging.INFO) -> None:
     handler.setFormatter(JsonLines())
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"':#]*")  # up to what ends a token in a URL or a log line
+
+
+def redact_tokens(text: str | None) -> str | None:
+    """`text` fit for a log or a record: a one-time token in a URL is a credential and is never written down."""
+    return _TOKEN_IN_QUERY.sub(r"\1<redacted>", text) if text else text

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,6 +38,8 @@ from typing import Any
 
 from stellwerk.base.errors import Problem, UserError
 from stellwerk.base.fsutil import make_dirs, replace_file
+
+from .logs import redact_tokens
 
 STATES = ("discovered", "installing", "installed", "booted", "failed")
 STATE_FILE = "state/machines.json"
@@ -75,7 +78,15 @@ class MachineStatus:
     client: str | None
     secrets: str  # "pending", "token issued", "delivered <time> to <client>", "none"
     history: tuple[dict[str, str], ...]
-    failure: dict[str, str] | None = None  # state failed: time, stage, reason, log
+    failure: dict[str, str] | None = None  # state failed: time, stage, reason, log, previous (the state before)
+
+    @property
+    def installed(self) -> bool:
+        """Its install finished: it boots its disk. A failure report does not undo that (anyone on the provisioning
+        network can send one), so a forged report cannot send an installed machine to the installer again; only
+        `stellwerk netboot reprovision` does."""
+        state = (self.failure or {}).get("previous") if self.state == "failed" else self.state
+        return state in ("installed", "booted")
 
 
 @dataclass(frozen=True)
@@ -89,17 +100,26 @@ class Failure:
 
 PROVISION_FAILED = "provision-failed"  # the report event of a machine whose provisioning failed
 FAILURE_LOG_LINES = 40
-_UNPRINTABLE = re.compile(r"[^\t\x20-\x7e\u00a0-\uffff]")
+FAILURE_LINE_CHARS = 500  # the lab OS initrd cuts its report's lines to this too
+# A line of Ignition's log that repeats a whole config: it may hold secrets, and it says nothing of the failure.
+_CONFIG_DUMP = re.compile(r'"ignition"\s*:\s*\{')
+
+
+def _printable(line: str) -> str:
+    """The line without control, format (bidi overrides, say) and unassigned characters; tabs become spaces."""
+    return "".join(" " if ch == "\t" else ch for ch in line if ch == "\t" or unicodedata.category(ch)[0] != "C")
 
 
 def failure_from(stage: str, body: bytes) -> Failure:
-    """A machine's failure report: its first line is the reason, the rest its log. Untrusted: control characters
-    are dropped and the log is cut to its last lines, so nothing it sends can forge lines of a status table."""
+    """A machine's failure report: its first line is the reason, the rest its log. Untrusted: control and format
+    characters are dropped, so nothing it sends can forge lines of a status table or reorder what a reader sees;
+    one-time tokens and config dumps are left out, as they are of every log; each line is cut to
+    FAILURE_LINE_CHARS and the log to its last FAILURE_LOG_LINES lines."""
     text = body.decode("utf-8", errors="replace")
-    lines = [_UNPRINTABLE.sub("", line).rstrip() for line in text.splitlines()]
-    lines = [line for line in lines if line.strip()]
-    reason = lines[0][:300] if lines else "no reason given"
-    return Failure(stage, reason, "\n".join(line[:300] for line in lines[1:][-FAILURE_LOG_LINES:]))
+    lines = [redact_tokens(_printable(line)).rstrip() for line in text.splitlines()]
+    lines = [line for line in lines if line.strip() and not _CONFIG_DUMP.search(line)]
+    reason = lines[0][:FAILURE_LINE_CHARS] if lines else "no reason given"
+    return Failure(stage, reason, "\n".join(line[:FAILURE_LINE_CHARS] for line in lines[1:][-FAILURE_LOG_LINES:]))
 
 
 def _now() -> str:
@@ -175,12 +195,14 @@ class MachineRegistry:
             self._event(machine, mac, state, client)
 
     def fail(self, node: str, mac: str | None, failure: Failure, client: str | None) -> None:
-        """Move `node` to `failed`, keeping what it said of the failure."""
+        """Move `node` to `failed`, keeping what it said of the failure and the state it was in."""
         with self._locked() as data:
             machine = data["machines"].setdefault(node, {})
+            previous = (machine.get("failure") or {}).get("previous") if machine.get("state") == "failed" \
+                else machine.get("state")
             self._event(machine, mac, "failed", client)
             machine["failure"] = {"time": machine["updated"], "stage": failure.stage, "reason": failure.reason,
-                                  "log": failure.log}
+                                  "log": failure.log, "previous": previous}
             machine["history"][-1]["event"] = f"failed: {failure.stage}: {failure.reason}"
 
     def note(self, node: str, mac: str | None, event: str, client: str | None) -> None:
@@ -251,6 +273,7 @@ class MachineRegistry:
         with self._locked() as data:
             machine = data["machines"].setdefault(node, {})
             machine.pop("provisioning", None)
+            machine.pop("failure", None)
             machine["state"] = "discovered" if machine.get("state") else None
             self._event(machine, None, "reprovision armed", "operator")
 

@@ -26,7 +26,7 @@ def start_member(root: Path, log: Path) -> subprocess.Popen:
     (root / "var/lib/etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
     (root / "usr").mkdir(exist_ok=True)
     for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
-        if not (root / link).exists():
+        if not ((root / link).is_symlink() or (root / link).exists()):
             (root / link).symlink_to(target)
     script = f"mount --rbind /usr {shlex.quote(str(root / 'usr'))} && exec chroot {shlex.quote(str(root))} " + shlex.join(argv)
     return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import requests
@@ -37,6 +36,9 @@ spec:
     - {name: c3, mac: "52:54:00:00:02:23", address: 127.0.0.23}
 """
 NODES = ("c1", "c2", "c3")
+# Each node's boot as its reports tell it: the kernel starts KERNEL_AFTER s after power-on, and systemd finishes
+# starting BOOT_TAKES s after that.
+KERNEL_AFTER, BOOT_TAKES = 5.0, 20.0
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +89,12 @@ def node_report(lab: Lab, node: str, system: str = "running", jobs: str = "", br
         lines.append(f"wg0\t{public}\t(none)\t{peer.address}:51871\t{peer.mesh_address}/32\t{handshake}\t900\t700\t25")
         reached = not keyless and peer.name not in broken
         pings.append(f"{peer.mesh_address} {'ok try=1 rtt=0.4ms' if reached else 'fail'}")
+    uptime = time.time() - (lab.state.powered_on[node] + KERNEL_AFTER)
+    finished = int(BOOT_TAKES * 1e6) if system in checks.SETTLED_STATES else 0
     return {"node": node, "bootId": f"boot-{node}", "system": system + "\n", "jobs": jobs, "units": "",
             "ignition": {"provisioningDate": "2026-12-03T10:00:00Z"}, "wg": "\n".join(lines) + "\n",
-            "wgTime": f"{now}\n", "pings": "\n".join(pings) + "\n"}
+            "wgTime": f"{now}\n", "pings": "\n".join(pings) + "\n", "uptime": f"{uptime:.2f} {uptime:.2f}\n",
+            "bootFinished": f"{finished}\n"}
 
 
 @contextmanager
@@ -133,7 +138,9 @@ def test_nodes_still_starting_are_not_judged_and_the_run_passes_once_they_settle
     found = results(run)
     assert run.ok, [str(check) for check, _ in run.results if not check.ok]
     for node in NODES:
-        assert found[(node, "settled")].detail.startswith("system running, ")
+        # the boot's own finish time, not when the check saw it: the same however late the check runs
+        assert found[(node, "settled")].detail.startswith("system running, boot finished ")
+        assert abs(run.settled[node] - (KERNEL_AFTER + BOOT_TAKES)) < 2
         assert found[(node, "wireguard")].detail.startswith("sessions with 2 peers, both sides: ")
         assert found[(node, "mesh ping")].ok
     etcd = found[(None, "etcd")]
@@ -187,11 +194,18 @@ def test_etcd_names_each_member_and_what_it_answered(loop_lab):
     assert healthy.ok and "c1 " in healthy.detail and "c2 " in healthy.detail and "c3 " in healthy.detail
     processes["c3"].terminate()
     processes["c3"].wait(timeout=20)
-    degraded = checks.check_etcd(lab.plan, lab.assets, down=())
-    assert not degraded.ok and degraded.detail.startswith("2/3 members healthy: ")
-    assert "c3 unhealthy: " in degraded.detail and " leader, raft index " in degraded.detail
-    off = checks.check_etcd(lab.plan, lab.assets, down={"c3"})
-    assert off.ok and off.detail.startswith("degraded, quorum held: 2/3 members healthy (c3 powered off)")
+    try:
+        degraded = checks.check_etcd(lab.plan, lab.assets, down=())
+        assert not degraded.ok and degraded.detail.startswith("2/3 members healthy: ")
+        assert "c3 unhealthy: " in degraded.detail and " leader, raft index " in degraded.detail
+        off = checks.check_etcd(lab.plan, lab.assets, down={"c3"})
+        assert off.ok and off.detail.startswith("degraded, quorum held: 2/3 members healthy (c3 powered off)")
+    finally:  # the other tests of this module share the members: c3 comes back with its data
+        work = lab.directory.parent
+        processes["c3"] = etcd_members.start_member(work / "roots" / "c3", work / "c3-again.log")
+        addresses = [str(node.address) for node in lab.plan.nodes]
+        health = etcd_members.wait_healthy(require_tool("etcdctl"), lab.assets, addresses, processes.values(), work)
+        assert health.returncode == 0, health.stderr + etcd_members.logs(work)
 
 
 def test_a_failure_a_node_reported_to_netboot_ends_the_wait_at_once(loop_lab, tmp_path):
@@ -212,3 +226,35 @@ def test_a_failure_a_node_reported_to_netboot_ends_the_wait_at_once(loop_lab, tm
     assert "  waiting for devices [/dev/sda]" in str(failed.value)
     MachineRegistry(lab.assets).record("c2", "52:54:00:00:02:22", "booted", "127.0.0.22")  # news no more
     assert MachineRegistry(lab.assets).statuses(["c2"])[0].failure is None
+
+
+def test_what_nodes_and_etcdctl_said_is_printed_as_text_never_as_markup():
+    import io
+
+    from rich.console import Console
+
+    said = "mdadm: cannot open [/dev/nvme1n1p3]: No such file [bold]or[/bold] directory"
+    run = checkrun.CheckRun([(checks.Check("c1", "raid", False, said), None)], {}, 1.0, 5.0)
+    out = io.StringIO()
+    assert checkrun.print_results(run, Console(file=out, width=300)) is False
+    assert said in out.getvalue()
+
+
+def test_the_live_table_prints_a_reported_reason_as_it_came(loop_lab):
+    import io
+
+    from rich.console import Console
+
+    from stellwerk.lab.progress import LiveTable
+    from stellwerk.netboot.machines import Failure, MachineRegistry
+
+    lab, _, _ = loop_lab
+    reason = "disks: [/dev/x] [/bold] unbalanced"  # rich would refuse this as markup
+    out = io.StringIO()
+    with LiveTable(Console(file=out, width=300)) as table:
+        MachineRegistry(lab.assets).fail("c1", "52:54:00:00:02:21", Failure("disks", reason, ""), "127.0.0.21")
+        try:
+            table.update(lab)
+        finally:
+            MachineRegistry(lab.assets).record("c1", "52:54:00:00:02:21", "booted", "127.0.0.21")
+    assert f"c1: failed: disks: {reason}" in out.getvalue()

@@ -94,7 +94,7 @@ def test_the_lab_comes_up_checks_green_survives_faults_and_leaves_nothing_behind
     final = stellwerk("lab", "check", str(EXAMPLE))
     assert final.returncode == 0, final.stdout + final.stderr
     assert "3/3 members healthy" in final.stdout
-    assert "settled after power-on: " in final.stdout and "slowest check: " in final.stdout
+    assert "boot finished after power-on: " in final.stdout and "slowest check: " in final.stdout
 
     # A real failure still fails: w1 boots once more, without its WireGuard key. The check waits its deadline for
     # the mesh to settle, then names what never did, from both sides of every session w1 is part of.

@@ -7,6 +7,7 @@ the real Ignition validates and applies the installer config and follows the poi
 from __future__ import annotations
 
 import json
+import socket
 import urllib.parse
 from pathlib import Path
 
@@ -144,7 +145,8 @@ def test_a_failed_provisioning_is_recorded_with_its_stage_reason_and_log_until_t
     assert status.state == "failed" and status.failure["stage"] == "disks"
     assert status.failure["reason"] == "Ignition's disks stage failed (exit 1); its log is above"
     assert "device unit dev-sda.device timeout" in status.failure["log"]
-    assert "\x1b" not in status.failure["log"]  # what a machine sends cannot paint the operator's terminal
+    # what a machine sends cannot paint the operator's terminal: its escape sequences lose their ESC
+    assert "\x1b" not in status.failure["log"] and "[31mCRITICAL[0m | forged line" in status.failure["log"]
     shown = run_cli("netboot", "status", assets, "--history")
     assert "failed: disks" in shown.out
     assert f"{name} failed in stage disks at " in shown.out and "dev-sda.device timeout" in shown.out
@@ -154,6 +156,47 @@ def test_a_failed_provisioning_is_recorded_with_its_stage_reason_and_log_until_t
     assert too_big.status_code == 413
     requests.get(f"{server.url}/ignition", params={"mac": mac}, timeout=10)  # it boots again and gets further
     assert MachineRegistry(assets).statuses([name])[0].failure is None and state(assets, name) == "installing"
+
+
+def test_a_failure_report_keeps_tokens_config_dumps_and_format_characters_out_of_the_record(server, assets, node):
+    name, mac, _ = node
+    body = ("the fetch stage failed\n"
+            "GET https://10.0.0.1:8443/secrets?mac=52-54-00-00-00-11&token=Sekr1t-Token_value: attempt #1\n"
+            'fetched config: {"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/k.key"}]}}\n'
+            "\u202edesab reversed\tand a tab\n").encode()
+    report = {"mac": mac, "event": "provision-failed", "stage": "fetch"}
+    assert requests.post(f"{server.url}/report", params=report, data=body, timeout=10).status_code == 200
+    log = MachineRegistry(assets).statuses([name])[0].failure["log"]
+    assert "Sekr1t" not in log and "token=<redacted>: attempt #1" in log
+    assert "/etc/k.key" not in log and "fetched config" not in log
+    assert "desab reversed and a tab" in log and "\u202e" not in log and "\t" not in log
+
+
+def test_a_report_names_its_machine_by_mac_alone_and_counts_its_body_in_ascii_digits(server, assets, node):
+    name, mac, _ = node
+    steered = requests.post(f"{server.url}/report", params={"mac": mac, "event": "installed", "os": "installed"},
+                            timeout=10)
+    assert steered.status_code == 400 and state(assets, name) != "installed"
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    for length in ("²", "-1", "1e3"):
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(f"POST /report?mac={mac}&event=provision-failed&stage=disks HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Length: {length}\r\n\r\n".encode())
+            assert conn.recv(200).startswith(b"HTTP/1.1 400 "), length
+
+
+def test_a_failure_report_cannot_send_an_installed_machine_to_the_installer_again(server, assets, node, run_cli):
+    name, mac, _ = node
+    requests.get(f"{server.url}/ignition", params={"mac": mac}, timeout=10)
+    requests.post(f"{server.url}/report", params={"mac": mac, "event": "installed"}, timeout=10)
+    # Anyone on the provisioning network can send this: it is recorded, but the disk stays the machine's.
+    forged = requests.post(f"{server.url}/report", params={"mac": mac, "event": "provision-failed", "stage": "disks"},
+                           data=b"a forged failure\n", timeout=10)
+    assert forged.status_code == 200 and state(assets, name) == "failed"
+    assert requests.get(f"{server.url}/ipxe", params={"mac": mac}, timeout=10).text.splitlines()[-1] == "exit"
+    assert run_cli("netboot", "reprovision", assets, name).code == 0
+    assert MachineRegistry(assets).statuses([name])[0].failure is None
+    assert "flatcar_production_pxe.vmlinuz" in requests.get(f"{server.url}/ipxe", params={"mac": mac}, timeout=10).text
 
 
 def test_the_installer_needs_its_install_data(server, assets, node):
