@@ -122,15 +122,15 @@ class BootServer:
     connections that send nothing more. At most `max_connections` connections are served at once; more are answered
     503 and closed.
 
-    With `tls` (the server's HTTPS identity) a second listener on `tls_port` serves /secrets, and `machines` keeps
+    With `tls` (the server's HTTPS identity) a second listener on `tls_port` (0: a free one) serves /secrets, and `machines` keeps
     the one-time tokens: the public part of a node's config goes out over HTTP, the secret part only once over
     HTTPS. Without them a config that holds secrets is refused.
     """
 
-    def __init__(self, store: Store, assets_dir: str | Path, host: str = "0.0.0.0", port: int = 80,
+    def __init__(self, store: Store, assets_dir: str | Path, host: str, port: int,
                  public_url: str | None = None, *, request_timeout: float = 10.0, idle_timeout: float = 10.0,
                  max_connections: int = 256, serve_controller_secrets: bool = False,
-                 tls: ServerIdentity | None = None, tls_port: int = 8443, machines: MachineRegistry | None = None,
+                 tls: ServerIdentity | None = None, tls_port: int = 0, machines: MachineRegistry | None = None,
                  extra_merges: tuple[str, ...] = ()):
         if public_url is not None:
             public_url = public_url.rstrip("/")

@@ -22,6 +22,7 @@ from stellwerk.base.errors import Problem, UserError
 
 IPXE_DIR = Path("/usr/lib/ipxe")
 IPXE_FILES = ("undionly.kpxe", "ipxe.efi")
+DHCP_MODES = ("off", "proxy", "full")  # none; PXE options only, beside a DHCP server; leases too
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ServeOptions:
     http_port: int = 8080
     https_port: int = 8443
     tftp_port: int = 69
-    dhcp: str = "off"  # off | proxy | full
+    dhcp: str = "off"  # one of DHCP_MODES
     interface: str | None = None
     dhcp_range: tuple[str, str] | None = None
     ipxe_dir: Path = IPXE_DIR
