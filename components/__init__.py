@@ -26,7 +26,7 @@ import importlib
 from types import ModuleType
 
 # Order is the order manifests are applied in and fragments are merged in.
-_MODULE_NAMES = ("nvme", "calico", "metallb", "rook_ceph", "openebs")
+_MODULE_NAMES = ("nvme", "host_protection", "metallb", "rook_ceph", "openebs")
 
 
 def _load() -> tuple[ModuleType, ...]:

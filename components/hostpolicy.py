@@ -1,6 +1,6 @@
 """The host protection policy: one model of what may reach a node, rendered twice.
 
-`calico` turns a `HostPolicy` into Calico HostEndpoints and GlobalNetworkPolicies
+`host_protection` turns a `HostPolicy` into Calico HostEndpoints and GlobalNetworkPolicies
 (enforced once Calico runs) and into an nftables ruleset (enforced from first
 boot). Both renderings read the same `Rule` objects, so they cannot drift apart
 by construction; the component's tests prove they also agree after Calico's and
@@ -68,7 +68,7 @@ class Rule:
     ports: tuple[PortRange, ...] = ()
     icmp_type: int | None = None
     direction: Direction = "ingress"
-    # Also one of Felix's failsafe ports when the component tightens them (see calico.Options.failsafe).
+    # Also one of Felix's failsafe ports when the component tightens them (see host_protection.Options.failsafe).
     failsafe: bool = False
 
     def __post_init__(self) -> None:

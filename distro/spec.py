@@ -8,6 +8,7 @@ and the lock file all tell the same story. Checks that involve several fields
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, create_model
@@ -150,8 +151,9 @@ def _components_model() -> type[StrictModel]:
 
 
 def component_field(module: Any) -> str:
-    """The attribute of spec.components that holds a component module's options."""
-    return module.__name__.rsplit(".", 1)[1]
+    """The attribute of spec.components that holds a component's options: its KEY in snake case (rookCeph:
+    rook_ceph), which is also the name of its module; one name, spelt the Python way."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", module.KEY).lower()
 
 
 Components = _components_model()

@@ -106,7 +106,7 @@ class _Run:
         protection = component_options(self.lab, "hostProtection")
         self.policy = None
         if protection is not None:
-            from stellwerk.components.calico import policy
+            from stellwerk.components.host_protection import policy
 
             self.policy = policy(plan, protection)
 

@@ -697,9 +697,9 @@ def test_metallb_bgp_opens_bgp_and_bfd_to_its_routers_and_memberlist_between_nod
 
 
 def test_upstream_is_calicos_manifest():
-    from stellwerk.components import calico
+    from stellwerk.components import host_protection
 
-    assert calico.upstream(calico.Options()) == ("calico",)
+    assert host_protection.upstream(host_protection.Options()) == ("calico",)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -799,13 +799,13 @@ def test_a_patch_for_a_missing_object_is_a_located_error(run_cli, tmp_path):
 
 
 def test_docs_list_every_option_with_its_default():
-    from stellwerk.components import calico
+    from stellwerk.components import host_protection
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "components" / f"{KEY}.md").read_text()
-    for name, field in calico.Options.model_fields.items():
+    for name, field in host_protection.Options.model_fields.items():
         alias = field.alias or name
         assert f"`{alias}`" in doc, alias
-    for name, field in calico.AllowRule.model_fields.items():
+    for name, field in host_protection.AllowRule.model_fields.items():
         assert f"`{field.alias or name}`" in doc, name
     assert "`tighten`" in doc and "`*`" in doc
     for port in ("tcp:5473", "tcp:6666", "tcp:6667", "udp:68", "tcp:22"):
