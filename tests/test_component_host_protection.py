@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
-from ignition_engine import apply, require, require_engine, validate
-from k8s_schemas import SCHEMAS, validate_object
+from support.clusters import line_of, write_cluster
+from support.paths import BASE_EXAMPLE_TEXT
+from support.tools import require_tool
+from support.ignition_engine import apply, require, require_engine, validate
+from support.k8s_schemas import SCHEMAS, validate_object
 
 KUBERNETES_VERSION = "1.31.4"
 KEY = "hostProtection"
@@ -75,11 +77,6 @@ def cluster_text(options: str = OPTIONS, *, example: str | None = None, port: st
         body = f"    {KEY}:\n" + textwrap.indent(options, "      ")
     return text + "  components:\n" + body + textwrap.indent(extra_components, "    ")
 
-
-def line_of(text: str, needle: str) -> int:
-    lines = [number for number, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(lines) == 1, f"{needle!r} is on lines {lines}"
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)

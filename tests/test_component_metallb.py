@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, static_http, write_cluster
-from ignition_engine import apply, require_engine, validate
-from k8s_schemas import validate_object
+from support.clusters import line_of, write_cluster
+from support.paths import BASE_EXAMPLE_TEXT
+from support.tools import require_tool
+from support.webserver import static_http
+from support.ignition_engine import apply, require_engine, validate
+from support.k8s_schemas import validate_object
 
 KUBERNETES_VERSION = "1.31.4"
 SCRIPT = "opt/stellwerk/bin/metallb-peer-discovery"
@@ -79,11 +82,6 @@ def cluster_text(options: str, example: str | None = None) -> str:
     text = example if example is not None else BASE_EXAMPLE_TEXT
     return text + "  components:\n    metallb:\n" + textwrap.indent(options, "      ")
 
-
-def line_of(text: str, needle: str) -> int:
-    lines = [number for number, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(lines) == 1, f"{needle!r} is on lines {lines}"
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)

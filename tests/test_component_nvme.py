@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, component_filesystems, write_cluster
-from ignition_engine import apply, require, require_engine, validate
+from support.clusters import component_filesystems, line_of, write_cluster
+from support.paths import BASE_EXAMPLE_TEXT
+from support.ignition_engine import apply, require, require_engine, validate
 
 KEY = "nvme"
 EXAMPLE_TEXT = BASE_EXAMPLE_TEXT
@@ -42,13 +43,6 @@ def cluster_text(options: str, base: str = EXAMPLE_TEXT) -> str:
     block = "".join(f"      {line}\n" if line else "\n" for line in options.splitlines())
     return base + f"  components:\n    {KEY}:\n" + block
 
-
-def line_of(text: str, needle: str, occurrence: int = 1) -> int:
-    """1-based line of the n-th line containing `needle` below spec.components."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line == "  components:")
-    hits = [i + 1 for i, line in enumerate(lines) if i > start and needle in line]
-    return hits[occurrence - 1]
 
 
 def node_config(assets: Path, node: str) -> dict:
@@ -367,7 +361,7 @@ def test_bad_input_is_reported_at_its_line(run_cli, tmp_path, options, needle, o
     cluster = write_cluster(tmp_path, text)
     result = run_cli("validate", cluster)
     assert result.code == 2, result.out + result.err
-    line = line_of(text, needle, occurrence)
+    line = line_of(text, needle, after="  components:", occurrence=occurrence)
     expected = f"{cluster}:{line}: {path}: "
     problems = [p for p in result.err.splitlines() if p.startswith(expected)]
     assert problems, f"no problem starts with {expected!r}:\n{result.err}"
@@ -379,7 +373,7 @@ def test_raid_is_refused_for_cloud_init_hosts(run_cli, tmp_path):
     cluster = write_cluster(tmp_path, text)
     result = run_cli("validate", cluster)
     assert result.code == 2
-    assert (f"{cluster}:{line_of(text, 'raid:')}: spec.components.nvme.raid: os.family debian gets cloud-init "
+    assert (f"{cluster}:{line_of(text, 'raid:', after='  components:', occurrence=1)}: spec.components.nvme.raid: os.family debian gets cloud-init "
             "configs, which cannot create RAID arrays or filesystems") in result.err
     # The tuning alone is files only, which cloud-init writes.
     tuned = write_cluster(tmp_path, cluster_text("scheduler: none\n", EXAMPLE_TEXT.replace("family: lab", "family: debian")),
@@ -394,7 +388,7 @@ def test_raid_needs_nodes_when_there_are_no_workers(run_cli, tmp_path):
     cluster = write_cluster(tmp_path, text)
     result = run_cli("validate", cluster)
     assert result.code == 2
-    assert (f"{cluster}:{line_of(text, 'raid:')}: spec.components.nvme.raid: the array goes on every worker by "
+    assert (f"{cluster}:{line_of(text, 'raid:', after='  components:', occurrence=1)}: spec.components.nvme.raid: the array goes on every worker by "
             "default, but the cluster has none; list the nodes in raid.nodes") in result.err
     text = cluster_text(raid(1, "/dev/nvme1n1", "/dev/nvme2n1", extra="  nodes: [c1]\n"), base)
     assert run_cli("validate", write_cluster(tmp_path, text, "named.yaml")).code == 0

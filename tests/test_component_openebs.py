@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, component_filesystems, require_tool, write_cluster
-from ignition_engine import apply, require_engine, validate
-from k8s_schemas import validate_object
+from support.clusters import component_filesystems, line_of, write_cluster
+from support.paths import BASE_EXAMPLE_TEXT
+from support.tools import require_tool
+from support.ignition_engine import apply, require_engine, validate
+from support.k8s_schemas import validate_object
 
 KUBERNETES = "1.31.4"
 EXAMPLE_TEXT = BASE_EXAMPLE_TEXT
@@ -410,11 +412,6 @@ def test_mayastor_consumers_and_kernel_argument(run_cli, tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 
-
-def line_of(text: str, needle: str) -> int:
-    matches = [number for number, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(matches) == 1, f"{needle!r} is on lines {matches}"
-    return matches[0]
 
 
 BAD = {

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, REPO, component_filesystems, write_cluster
-from ignition_engine import apply, require_engine, validate
-from k8s_schemas import validate_object
+from support.clusters import component_filesystems, line_of, write_cluster
+from support.paths import BASE_EXAMPLE_TEXT, REPO
+from support.ignition_engine import apply, require_engine, validate
+from support.k8s_schemas import validate_object
 
 WORKERS = "".join(
     f'        - {{name: w{i}, mac: "52:54:00:00:00:2{i}", address: 10.213.0.2{i}, installDisk: /dev/nvme0n1}}\n'
@@ -29,13 +30,6 @@ def cluster_text(components: str, *, os_family: str = "lab") -> str:
     text = text.replace("    family: lab\n", f"    family: {os_family}\n")
     return text.replace("  snippets:\n", "  components:\n" + components + "  snippets:\n")
 
-
-def line_of(text: str, needle: str, after: str | None = None) -> int:
-    lines = text.splitlines()
-    start = 0
-    if after is not None:
-        start = next(i for i, line in enumerate(lines) if after in line) + 1
-    return next(i + 1 for i, line in enumerate(lines) if i >= start and needle in line)
 
 
 def objects(assets: Path) -> dict[str, dict]:
@@ -344,7 +338,7 @@ def test_bad_input_is_a_located_error(tmp_path, run_cli, options, needle, path, 
     cluster = write_cluster(tmp_path, text)
     result = run_cli("validate", cluster)
     assert result.code == 2, result.out
-    line = line_of(text, needle, after="rookCeph:") if needle != "rookCeph:" else line_of(text, needle)
+    line = line_of(text, needle, after="rookCeph:", occurrence=1) if needle != "rookCeph:" else line_of(text, needle, occurrence=1)
     where = "spec.components.rookCeph" + (f".{path}" if path and not path.startswith("[") else path)
     prefix = f"{cluster}:{line}: {where}: "
     lines = result.err.splitlines()
@@ -358,7 +352,7 @@ def test_debian_nodes_cannot_wipe_disks(tmp_path, run_cli):
     cluster = write_cluster(tmp_path, text)
     result = run_cli("validate", cluster)
     assert result.code == 2
-    line = line_of(text, "devices: [/dev/sdb]")
+    line = line_of(text, "devices: [/dev/sdb]", occurrence=1)
     assert result.err.startswith(f"{cluster}:{line}: spec.components.rookCeph.nodes[0].devices[0]: debian nodes are "
                                  "set up by cloud-init, which cannot wipe disks; set wipeDevices: false")
     # The fix the message names works, and cloud-init gets the kernel modules only.

@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
-import etcd_members
-from conftest import require_tool, write_cluster
+from support import etcd_members
+from support.clusters import write_cluster
+from support.tools import require_tool
 
 CLUSTER = """\
 apiVersion: stellwerk.dev/v1alpha1

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, assume, example, given, note, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLE
+from support.paths import EXAMPLE
 
 # The console script of the interpreter running the tests (/work/main/.venv/bin/stellwerk in this checkout).
 STELLWERK = Path(sys.executable).parent / "stellwerk"

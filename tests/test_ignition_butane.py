@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from ignition_engine import require_engine, validate
+from support.ignition_engine import require_engine, validate
 from stellwerk.ignition.butane import SnippetError, translate
 from stellwerk.ignition.model import Config, Directory, Dropin, File, Group, Link, Unit, User, dumps
 

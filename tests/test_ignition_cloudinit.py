@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ignition_engine import require
+from support.ignition_engine import require
 from stellwerk.ignition.cloudinit import SUDO_CORE, UnsupportedByCloudInit, render_cloud_config
 from stellwerk.ignition.model import (
     Config,

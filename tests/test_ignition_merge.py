@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ignition_engine import apply, merged_by_ignition, require_engine, validate
+from support.ignition_engine import apply, merged_by_ignition, require_engine, validate
 from stellwerk.ignition.merge import MergeConflict, merge
 from stellwerk.ignition.model import (
     Config,

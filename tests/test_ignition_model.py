@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ignition_engine import apply, require_engine, validate
+from support.ignition_engine import apply, require_engine, validate
 from stellwerk.ignition.model import (
     Config,
     ConfigParseError,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from support.tools import require_tool
 from stellwerk.images import cpio
 
 EPOCH = 1_700_000_000

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-import ignition_engine
-from conftest import require_tool
+from support import ignition_engine
+from support.tools import require_tool
 from stellwerk.base.errors import UserError
 from stellwerk.ignition import model
 from stellwerk.images import base, cache, debian, initramfs, labos, qemu, rootfs

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import vmboot
-from conftest import require_tool
+from support import vmboot
+from support.tools import require_tool
 from stellwerk.lab import accel
 from stellwerk.lab.errors import LabError
 

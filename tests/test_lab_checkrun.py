@@ -14,12 +14,13 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-import etcd_members
-from conftest import require_tool, write_cluster
+from support import etcd_members
+from support.clusters import write_cluster
+from support.tools import require_tool
 from stellwerk.lab import checkrun, checks
 from stellwerk.lab.lifecycle import Lab, load_plan
 from stellwerk.lab.state import LabState
-from test_lab_report import free_port
+from support.webserver import free_port
 
 CLUSTER = """\
 apiVersion: stellwerk.dev/v1alpha1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE
-from lab_runs import LAB_ROOT, lab_processes, stellwerk, virsh
+from support.paths import EXAMPLE
+from support.lab_runs import LAB_ROOT, lab_processes, stellwerk, virsh
 
 pytestmark = pytest.mark.vm
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EXAMPLE, write_cluster
+from support.clusters import write_cluster
+from support.paths import EXAMPLE
 from stellwerk.lab import disks
 from stellwerk.lab.lifecycle import _load, domain_name
 from stellwerk.load import load_cluster

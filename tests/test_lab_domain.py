@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import vmboot
+from support import vmboot
 from stellwerk.lab import domain
 from stellwerk.lab.domain import ROM_OFF, DomainSpec, Nic, domain_xml
 from stellwerk.lab.errors import LabError

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_cluster
-from lab_runs import LAB_ROOT, lab_processes, stellwerk, virsh
+from support.clusters import write_cluster
+from support.lab_runs import LAB_ROOT, lab_processes, stellwerk, virsh
 
 pytestmark = pytest.mark.vm
 

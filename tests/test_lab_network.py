@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import vmboot
+from support import vmboot
 from stellwerk.lab import network
 from stellwerk.lab.errors import LabError
 from stellwerk.lab.network import NetworkSpec, network_xml

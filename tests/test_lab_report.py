@@ -4,27 +4,19 @@ this host, posting to the real collector on loopback; and the checks over report
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 import requests
 
-import ignition_engine
-from conftest import require_tool
+from support import ignition_engine
+from support.tools import require_tool
+from support.webserver import free_port
 from stellwerk.lab import checks
 from stellwerk.lab.collector import MAX_REPORT, OVERLAY, read_report
 from stellwerk.lab.overlay import REPORT_SCRIPT, overlay, overlay_bytes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import layering
-from layering import Import, LAYERS, describe, imports, layer_of, module_names, unit_cycles, upward
+from support import layering
+from support.layering import Import, LAYERS, describe, imports, layer_of, module_names, unit_cycles, upward
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from support.tools import require_tool
 from scapy.layers.dhcp import BOOTP, DHCP, dhcpmagic
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, require_tool, write_cluster
-from netboot_configs import assert_public_part_of, public_part, without_pointer
+from support.clusters import write_cluster
+from support.paths import BASE_EXAMPLE_TEXT, EXAMPLE
+from support.tools import require_tool
+from support.netboot_configs import assert_public_part_of, public_part, without_pointer
 from stellwerk.netboot.http import BootServer
 from stellwerk.netboot.machines import MachineRegistry
 from stellwerk.netboot.store import Store

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-import ignition_engine
-from netboot_servers import private_copy, render, secure_server
-from conftest import REPO
+from support import ignition_engine
+from support.netboot_servers import private_copy, render, secure_server
+from support.paths import REPO
 from stellwerk.netboot.installer import POINTER_PATH
 from stellwerk.netboot.machines import MachineRegistry
 from stellwerk.netboot.store import Store

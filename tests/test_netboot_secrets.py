@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 import requests
 
-import ignition_engine
-from netboot_servers import LOOPBACK, private_copy, render, secure_server
-from conftest import EXAMPLE, require_tool, static_http
-from netboot_configs import assert_public_part_of, pointer, public_part
+from support import ignition_engine
+from support.netboot_servers import LOOPBACK, private_copy, render, secure_server
+from support.paths import EXAMPLE
+from support.tools import require_tool
+from support.webserver import static_http
+from support.netboot_configs import assert_public_part_of, pointer, public_part
 from stellwerk.ignition.secretsplit import split
 from stellwerk.netboot.http import BootServer
 from stellwerk.netboot.machines import MachineRegistry

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import EXAMPLE, require_tool
-from netboot_configs import assert_public_part_of, pointer
+from support.paths import EXAMPLE
+from support.tools import require_tool
+from support.netboot_configs import assert_public_part_of, pointer
 
 
 def free_port(kind: int) -> int:

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import require_tool
+from support.tools import require_tool
 from stellwerk.netboot import tftp
 from stellwerk.netboot.tftp import (ACK, DATA, ERROR, OACK, RRQ, WRQ, Malformed, Refused, TFTPServer, netascii,
                                     parse_request, resolve)

@@ -38,8 +38,9 @@ from pathlib import Path
 
 import pytest
 
-import vmboot
-from conftest import EXAMPLE, require_tool
+from support import vmboot
+from support.paths import EXAMPLE
+from support.tools import require_tool
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, static_http
-from ignition_engine import apply, validate
-from k8s_schemas import validate_object
+from support.paths import REPO
+from support.webserver import static_http
+from support.ignition_engine import apply, validate
+from support.k8s_schemas import validate_object
 
 RACK = REPO / "examples" / "rack-cluster.yaml"
 
@@ -136,7 +137,7 @@ def test_upstream_manifests_are_written_in_the_order_the_component_lists_them(tm
      "/dev/nvme3n1 on node w1 is also claimed by rookCeph.deviceFilter '^nvme[34]n1$' (it matches 'nvme3n1')"),
 ])
 def test_two_components_cannot_take_the_same_disk_or_mount_path(run_cli, tmp_path, old, new, message):
-    from conftest import write_cluster
+    from support.clusters import write_cluster
 
     text = RACK.read_text()
     assert old in text

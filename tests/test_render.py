@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BASE_EXAMPLE_TEXT, EXAMPLE, REPO, require_tool, write_cluster
-from ignition_engine import apply, validate
+from support.clusters import write_cluster
+from support.paths import BASE_EXAMPLE_TEXT, EXAMPLE, REPO
+from support.tools import require_tool
+from support.ignition_engine import apply, validate
 
 CA_KEY_MARKERS = ("ca.key", "front-proxy-ca.key", "etcd/ca.key")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import static_http
+from support.webserver import static_http
 from stellwerk.base.errors import UserError
 from stellwerk.release import UPSTREAM, UpstreamManifest
 from stellwerk.upstream import cache_path, fetch, read_cached

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 import yaml
 
-from conftest import EXAMPLE, write_cluster
+from support.clusters import write_cluster
+from support.paths import EXAMPLE
 
 BASE = textwrap.dedent(
     """\

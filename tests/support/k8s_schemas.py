@@ -17,7 +17,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from .paths import REPO
+
 SCHEMAS = Path(os.environ.get("STELLWERK_SCHEMAS", REPO.parent / "shared" / "schemas"))
 CUSTOM_GROUPS = {"metallb.io", "crd.projectcalico.org", "projectcalico.org", "operator.tigera.io", "ceph.rook.io",
                  "objectbucket.io", "local.openebs.io", "zfs.openebs.io", "policy.networking.k8s.io"}

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from support.paths import REPO
 
 LAB_ROOT = Path("/var/lib/stellwerk/lab-test")  # QEMU (libvirt-qemu) must reach it: not below a 0700 tmp dir
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ignition_engine import apply
+from support.ignition_engine import apply
 
 
 def exec_start(unit: str) -> list[str]:
