@@ -48,8 +48,11 @@ def init(directory: Path, platform: str) -> None:
 def validate(cluster_file: Path) -> None:
     """Check CLUSTER_FILE; print one line per problem."""
     from .load import load_cluster
+    from .manifests import checked_component_objects
+    from .plan import make_plan
 
     loaded = load_cluster(cluster_file)
+    checked_component_objects(make_plan(loaded.cluster, cluster_file.parent), loaded.source)
     spec = loaded.cluster.spec
     workers = sum(len(pool.nodes) for pool in spec.worker_pools)
     click.echo(f"{cluster_file}: valid ({len(spec.controllers)} controllers, {workers} workers)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from .base.errors import UserError
 from .base.types import AssetFile
 from .plan import Plan
+from .yamlsource import SourceMap
 from .base.yamlout import dump_yaml
 
 
@@ -27,6 +29,18 @@ def component_objects(plan: Plan) -> Iterator[tuple[Any, Any, list[dict[str, Any
         except PatchError as exc:
             raise ComponentPatchError(module.KEY, exc.index, exc.message) from None
         yield module, options, objects
+
+
+ComponentObjects = list[tuple[Any, Any, list[dict[str, Any]]]]
+
+
+def checked_component_objects(plan: Plan, source: SourceMap) -> ComponentObjects:
+    """Every enabled component's objects, built once: a patch that does not fit its objects is a UserError at
+    the patch's line in the cluster file. `validate` and `render` both call this; render then writes what it got."""
+    try:
+        return list(component_objects(plan))
+    except ComponentPatchError as exc:
+        raise UserError(source.problem(("spec", "components", exc.key, "patches", exc.index), exc.message)) from None
 
 
 def object_files(directory: str, objects: list[dict[str, Any]], first: int = 0) -> dict[str, AssetFile]:

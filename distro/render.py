@@ -18,7 +18,7 @@ from .bootstrap import bootstrap_objects
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
-from .manifests import ComponentPatchError, component_objects, object_files
+from .manifests import ComponentObjects, checked_component_objects, object_files
 from .netbootstore import store_files
 from .upstream import default_cache_dir, read_cached
 from .plan import Plan, make_plan
@@ -45,6 +45,8 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
            progress: Progress | None = None, cache_dir: Path | None = None) -> RenderResult:
     loaded = load_cluster(cluster_file)
     plan = make_plan(loaded.cluster, cluster_file.parent)
+    # Patches can only be checked against the objects they change: built here, once, before anything is written.
+    components = checked_component_objects(plan, loaded.source)
     assets_dir = output if output is not None else default_assets_dir(plan)
     claim_assets_dir(assets_dir, plan.name)
     secrets = load_or_create_secrets(assets_dir, plan, now=now)
@@ -54,13 +56,10 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     notes: list[str] = []
     upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, plan, notes)
     try:
-        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, progress, upstream))
+        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, components, progress, upstream))
         upstream.finish()
     except NodeConfigError as exc:
         raise UserError(Problem(str(cluster_file), None, "spec.snippets", str(exc))) from None
-    except ComponentPatchError as exc:
-        loc = ("spec", "components", exc.key, "patches", exc.index)
-        raise UserError(loaded.source.problem(loc, exc.message)) from None
     return RenderResult(assets_dir=assets_dir, plan=plan, secrets=secrets, report=report, notes=tuple(notes))
 
 
@@ -99,7 +98,7 @@ class _UpstreamSource:
                 f"Run: stellwerk components fetch {self.cluster_file}, then render again")
 
 
-def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None,
+def _derived_files(plan: Plan, secrets: Secrets, components: ComponentObjects, progress: Progress | None,
                    upstream: _UpstreamSource) -> Iterator[tuple[str, AssetFile]]:
     """Every derived file, one at a time, so a large cluster never sits in memory whole."""
     from .ignition.context import RenderContext
@@ -109,7 +108,7 @@ def _derived_files(plan: Plan, secrets: Secrets, progress: Progress | None,
     yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
-    for module, options, objects in component_objects(plan):
+    for module, options, objects in components:
         yield from upstream.files(module, options)
         # 00 is for the pinned upstream install manifests, which come first.
         yield from object_files(module.KEY, objects, first=1).items()

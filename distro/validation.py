@@ -32,9 +32,6 @@ NODE_POD_PREFIX = 24
 def check_cluster(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[Problem]:
     problems = [source.problem(loc, message) for loc, message in _cluster_rules(cluster)]
     problems += _snippet_problems(cluster, source, base_dir)
-    if not problems:
-        # Patches can only be checked against the objects they change.
-        problems += _patch_problems(cluster, source, base_dir)
     problems.sort(key=lambda p: (p.line or 0, p.path))
     return problems
 
@@ -188,18 +185,6 @@ def _snippet_problems(cluster: Cluster, source: SourceMap, base_dir: Path) -> li
         except SnippetProblem as exc:
             problems.extend(exc.to_problems())
     return problems
-
-
-def _patch_problems(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[Problem]:
-    from .manifests import ComponentPatchError, component_objects
-    from .plan import make_plan
-
-    try:
-        for _ in component_objects(make_plan(cluster, base_dir)):
-            pass
-    except ComponentPatchError as exc:
-        return [source.problem(("spec", "components", exc.key, "patches", exc.index), exc.message)]
-    return []
 
 
 def iter_snippets(cluster: Cluster) -> Iterator[tuple[Location, object]]:
