@@ -1,7 +1,8 @@
 """The HTTP boot service: iPXE scripts, each machine's own config, and the boot files, on one HTTP/1.1 listener.
 
-Layers, as in Matchbox: the store (store.py) answers "which group and profile for these labels", the scripts
-(ipxe.py) are rendered from templates, and this module speaks HTTP. The protocol part is deliberately small: GET and
+Layers, as in Matchbox: the store (store.py) answers "which group and profile for these labels", the routes
+(routes.py) answer each endpoint with a handler that takes a request and returns a response, the scripts (ipxe.py)
+are rendered from templates, and this module, the transport, speaks HTTP. The protocol part is deliberately small: GET and
 HEAD, keep-alive, single byte ranges, and one POST (a machine's report) with a small body of known length. One thread
 serves one connection; every socket operation has a deadline, so a stalled client only ever holds its own thread.
 
@@ -12,7 +13,6 @@ framed. Config contents are never logged.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -20,96 +20,44 @@ import re
 import socket
 import socketserver
 import ssl
-import stat
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
+from urllib.parse import unquote_to_bytes
 
-from . import ipxe
-from .installer import REPORT_EVENTS, installer_config
 from .logs import redact_tokens
-from .machines import PROVISION_FAILED, MachineRegistry, SecretsSpent, TokenRefused, failure_from
-from .provisioning import PartsCache, secrets_url
-from .store import LabelError, Selection, Store, normalize_labels
+from .machines import MachineRegistry
+from .messages import HttpError, Request, Response, error_response, truncate
+from .routes import BootService
+from .store import Store
 from .tls import ServerIdentity
 
 log = logging.getLogger("stellwerk.netboot.http")
 # Security events (a refused token, a second delivery attempt) go to their own logger, so they can be routed apart.
 security_log = logging.getLogger("stellwerk.netboot.security")
-# What machines report of themselves (a failed provisioning), for the operator watching `netboot serve`.
-machines_log = logging.getLogger("stellwerk.netboot.machines")
 
 MAX_REQUEST_LINE = 8192  # bytes, without the line end; longer: 414
 MAX_HEADER_BYTES = 8192  # bytes of header lines after the request line; more: 431
 MAX_HEADERS = 64  # header lines; more: 431
-MAX_QUERY_FIELDS = 32
 _BYTE_COUNT = re.compile(r"[0-9]{1,18}")
 MAX_BODY = 16384  # bytes; only POST /report carries a body (a machine's failure log)
 LINGER_SECONDS = 2.0  # after an answer that closes the connection, how long to drain what the client still sends
 LINGER_BYTES = 1 << 20
-IGNITION_TYPE = "application/vnd.coreos.ignition+json"  # IANA-registered media type of Ignition configs
-CLOUD_CONFIG_TYPE = "text/cloud-config; charset=utf-8"
-NOCLOUD_FILES = ("meta-data", "user-data", "vendor-data", "network-config")
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _METHOD = re.compile(r"[A-Z]+")
 _VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
-_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PUBLIC_URL = re.compile(r"https?://[\x21-\x7e]+")
 _SINGLE_HEADERS = {"host", "range", "if-range", "content-length"}
-_SECRETS_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
-_STAGE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-
-
-class HttpError(Exception):
-    """A request answered with an error status; `message` says what was wrong (it goes to the client and the log)."""
-
-    def __init__(self, status: int, message: str, *, close: bool = False, counter: str = "bad_requests",
-                 headers: tuple[tuple[str, str], ...] = (), mac: str | None = None, group: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.close, self.counter, self.headers = status, message, close, counter, headers
-        self.mac, self.group = mac, group
 
 
 class _Closed(Exception):
     """The connection ended without a request to answer (clean close, or idle keep-alive timeout)."""
-
-
-@dataclass
-class Request:
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]
-    path: str  # percent-decoded, without the query
-    raw_path: str
-    query: str
-    keep_alive: bool
-    line: str  # the request line, for logs
-    length: int = 0  # Content-Length of the body (POST only)
-    body: bytes = b""
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    file: tuple[int, int, int] | None = None  # (fd, offset, count), sent with sendfile and then closed
-    length: int | None = None  # Content-Length when it is not len(body)
-    close: bool = False
-    # for the log line
-    mac: str | None = None
-    group: str | None = None
-    error: str | None = None
 
 
 class BootServer:
@@ -139,20 +87,12 @@ class BootServer:
                                  "query or fragment")
         if request_timeout <= 0 or idle_timeout <= 0 or max_connections < 1:
             raise ValueError("timeouts must be positive and max_connections at least 1")
-        self._store = store
-        # Cloud-init has no way to fetch part of its config over pinned TLS, so a cloud-config with CA keys
-        # (a controller's) is served in the clear only when the operator opts in for an isolated network.
-        self.serve_controller_secrets = serve_controller_secrets
         self.tls = tls
         self.machines = machines
         for url in extra_merges:
             if not _PUBLIC_URL.fullmatch(url) or "\"" in url:
                 raise ValueError(f"merge URL {url!r} must be an http:// or https:// URL without spaces")
-        self.extra_merges = tuple(extra_merges)
-        self._parts = PartsCache()
         self.assets_dir = Path(assets_dir)
-        self.boot_dir = self.assets_dir / "boot"
-        self.public_url = public_url
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -176,6 +116,10 @@ class BootServer:
                 exc.listener = "https"  # type: ignore[attr-defined]  # so the caller names the right option
                 raise
             self.tls_port = self._tls_server.server_address[1]
+        self.service = BootService(store, self.assets_dir, public_url=public_url, http_port=self.port, tls=tls,
+                                   tls_port=self.tls_port, machines=machines,
+                                   serve_controller_secrets=serve_controller_secrets, extra_merges=tuple(extra_merges),
+                                   count=self._count, security=self._security)
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
@@ -228,12 +172,12 @@ class BootServer:
 
     @property
     def store(self) -> Store:
-        return self._store
+        return self.service.store
 
     def reload(self) -> Store:
         """Load the store from the assets directory again and swap it in; on a StoreError the old one stays."""
-        self._store = Store.load(self.assets_dir)
-        return self._store
+        self.service.store = Store.load(self.assets_dir)
+        return self.service.store
 
     @property
     def url(self) -> str:
@@ -309,287 +253,14 @@ class BootServer:
     # -- requests -----------------------------------------------------------------------------------------------
 
     def _respond(self, request: Request, sock: socket.socket) -> Response:
-        try:
-            _parse_target(request)
-            path = request.path
-            if path == "/report" and not isinstance(sock, ssl.SSLSocket):
-                if request.method != "POST":
-                    raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "an installer reports with POST",
-                                    headers=(("Allow", "POST"),))
-                return self._report(request, sock)
-            if request.method not in ("GET", "HEAD"):
-                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"method {request.method} is not served; use GET or HEAD",
-                                headers=(("Allow", "GET, HEAD"),))
-            if path == "/healthz":
-                return Response(200, b"ok")
-            if isinstance(sock, ssl.SSLSocket):
-                if path == "/secrets":
-                    return self._secrets(request, sock)
-                raise HttpError(HTTPStatus.NOT_FOUND, f"the HTTPS listener serves only /secrets, not {path!r}",
-                                counter="not_found")
-            if path == "/secrets":
-                raise HttpError(HTTPStatus.FORBIDDEN, "secrets are served only over HTTPS, on the port named in "
-                                "the machine's config", counter="forbidden")
-            if path == "/boot.ipxe":
-                return Response(200, ipxe.boot_script(self._base_url(sock)).encode())
-            if path == "/ipxe":
-                return self._ipxe(request, sock)
-            if path in ("/ignition", "/cloud-config", "/metadata"):
-                return self._config(request, path, sock)
-            if path.startswith("/nocloud/"):
-                return self._nocloud(request)
-            if path.startswith("/assets/"):
-                return self._asset(request, path[len("/assets/"):])
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}", counter="not_found")
-        except HttpError:
-            raise
-        except Exception as exc:  # a bug, or the assets changed under us: 500, never a dead connection thread
-            log.debug("internal error serving %r", request.line, exc_info=True)
-            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}",
-                            close=True, counter="server_errors") from None
-
-    def _machine(self, query: str) -> tuple[dict[str, str], Selection]:
-        labels = _labels(query)
-        store = self._store
-        selection = store.select(labels)
-        if selection is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no group matches mac {labels['mac']} and there is no default "
-                            "group", counter="unknown_machines", mac=labels["mac"])
-        return labels, selection
-
-    def _ipxe(self, request: Request, sock: socket.socket) -> Response:
-        labels, selection = self._machine(request.query)
-        group, node = selection.group, selection.group.node
-        if self.machines is not None and node is not None:
-            self.machines.record(node, labels["mac"], "discovered", _peer(sock))
-        if selection.profile.kernel is None:
-            script = ipxe.local_boot_script(group.name, f"profile {selection.profile.id} boots the local disk")
-            return Response(200, script.encode(), mac=labels["mac"], group=group.name)
-        if selection.profile.config == "installer" and self.machines is not None and node is not None:
-            status = self.machines.statuses([node])[0]
-            if status.installed:
-                # Installed already: boot the disk. `stellwerk netboot reprovision` sends it to the installer again.
-                script = ipxe.local_boot_script(group.name, f"node {node} is {status.state}; booting its disk")
-                return Response(200, script.encode(), mac=labels["mac"], group=group.name)
-        config_labels = self._store.config_labels(selection, labels)
-        script = ipxe.machine_script(selection, self._base_url(sock), config_labels)
-        return Response(200, script.encode(), mac=labels["mac"], group=selection.group.name)
-
-    def _config(self, request: Request, path: str, sock: socket.socket) -> Response:
-        labels, selection = self._machine(request.query)
-        group = selection.group
-        if path == "/metadata":
-            return Response(200, group.metadata_json, "application/json", mac=labels["mac"], group=group.name)
-        if path == "/ignition":
-            if selection.profile.config == "installer":
-                return self._installer(selection, labels["mac"], sock)
-            return self._ignition(request, selection, labels["mac"], sock)
-        return self._node_config(selection, "cloud-config", labels["mac"])
-
-    def _installer(self, selection: Selection, mac: str, sock: socket.socket) -> Response:
-        """The live installer's config (stage one of a two-stage install); it holds no secret."""
-        group = selection.group
-        path = self._config_path(selection, mac)
-        try:
-            body = installer_config(group, self._parts.get(path).public, self._base_url(sock), mac)
-        except (OSError, ValueError) as exc:
-            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"mac {mac}: cannot make the installer config of "
-                            f"group {group.name!r}: {getattr(exc, 'strerror', None) or exc}",
-                            counter="server_errors", mac=mac, group=group.name) from None
-        if self.machines is not None:
-            self.machines.record(group.node, mac, "installing", _peer(sock))
-        return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
-
-    def _report(self, request: Request, sock: socket.socket) -> Response:
-        """A machine's report: POST /report?mac=…&event=installed|install-failed, or event=provision-failed&stage=…
-        with the machine's last log lines as a text body."""
-        try:
-            pairs = dict(parse_qsl(request.query, keep_blank_values=True, strict_parsing=True, max_num_fields=3))
-        except ValueError:
-            pairs = {}
-        event = pairs.pop("event", None)
-        stage = pairs.pop("stage", None) if event == PROVISION_FAILED else None
-        if event not in (*REPORT_EVENTS, PROVISION_FAILED) or (event == PROVISION_FAILED and not (
-                stage and _STAGE.fullmatch(stage))):
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"query must be mac=<MAC>&event=<{'|'.join(REPORT_EVENTS)}>, or "
-                            f"mac=<MAC>&event={PROVISION_FAILED}&stage=<stage: a-z, 0-9, '-'>")
-        if request.body and event != PROVISION_FAILED:
-            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"only a {PROVISION_FAILED} report carries a body")
-        if set(pairs) != {"mac"}:  # a report names its machine by MAC alone: no labels to steer the selection
-            raise HttpError(HTTPStatus.BAD_REQUEST, "a report's query is mac=<MAC>&event=<event>[&stage=<stage>], "
-                            f"nothing more (got {', '.join(sorted(pairs)) or 'no mac'})")
-        labels, selection = self._machine(urlencode(pairs))
-        node = selection.group.node
-        if node is None or self.machines is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {labels['mac']}: no node to record a report for",
-                            counter="not_found", mac=labels["mac"], group=selection.group.name)
-        if event == "installed":
-            self.machines.record(node, labels["mac"], "installed", _peer(sock))
-        elif event == PROVISION_FAILED:
-            failure = failure_from(stage, request.body)
-            self.machines.fail(node, labels["mac"], failure, _peer(sock))
-            machines_log.warning("node %s reports that its provisioning failed in stage %s: %s", node, stage,
-                                 failure.reason)
-        else:
-            self.machines.note(node, labels["mac"], event, _peer(sock))
-        return Response(200, f"recorded {event}\n".encode(), mac=labels["mac"], group=selection.group.name)
-
-    def _ignition(self, request: Request, selection: Selection, mac: str, sock: socket.socket) -> Response:
-        """The public part of the node's config; when it has a secret part, with a one-time pointer to it."""
-        group = selection.group
-        self._check_kind(selection, "ignition", mac)
-        path = self._config_path(selection, mac)
-        try:
-            entry = self._parts.entry(path)
-        except (OSError, ValueError) as exc:
-            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
-                            f"{getattr(exc, 'strerror', None) or exc}; run `stellwerk render` again",
-                            counter="server_errors", mac=mac, group=group.name) from None
-        parts = entry[1]
-        client = _peer(sock)
-        if parts.secret_bytes is None:
-            if self.machines is not None:
-                self.machines.record(group.node, mac, "booted", client)
-            body = (self._parts.served_from(path, entry, None, None, self.extra_merges) if self.extra_merges
-                    else parts.public_bytes)
-            return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
-        if self.tls is None or self.machines is None or self.tls_port is None:
-            raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: the config of node {group.node!r} holds private "
-                            "keys, which are served only over HTTPS with a one-time token; this server has no "
-                            "HTTPS listener", counter="forbidden", mac=mac, group=group.name)
-        try:
-            token = self.machines.token_for(group.node, mac, client)
-        except SecretsSpent as exc:
-            self._security(_client(sock.getpeername()), request, f"config of node {exc.node} asked for again "
-                           f"after its secrets were delivered ({exc.used} to {exc.used_by})", exc.node)
-            raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: the secrets of node {group.node!r} were already "
-                            f"delivered in this provisioning ({exc.used}, to {exc.used_by}); if the machine is "
-                            f"being installed again, run `stellwerk netboot reprovision ASSETS_DIR {group.node}`",
-                            counter="forbidden", mac=mac, group=group.name) from None
-        self.machines.record(group.node, mac, "booted", client)
+        """Tell the request where it came from, then let the routes answer it."""
+        _parse_target(request)
+        request.peer = _peer(sock)
+        request.client = _client(sock.getpeername())
         host = sock.getsockname()[0].split("%", 1)[0]
-        if host.startswith("::ffff:") and "." in host:
-            host = host[len("::ffff:"):]
-        body = self._parts.served_from(path, entry, secrets_url(host, self.tls_port, token), self.tls.ca_pem,
-                                       self.extra_merges)
-        return Response(200, body, IGNITION_TYPE, mac=mac, group=group.name)
-
-    def _secrets(self, request: Request, sock: socket.socket) -> Response:
-        """The secret part of a node's config, once, for the token its public part carried."""
-        try:
-            pairs = parse_qsl(request.query, keep_blank_values=True, strict_parsing=True, max_num_fields=2)
-        except ValueError:
-            pairs = []
-        token = pairs[0][1] if len(pairs) == 1 and pairs[0][0] == "token" else ""
-        if not _SECRETS_TOKEN.fullmatch(token):
-            raise HttpError(HTTPStatus.BAD_REQUEST, "query must be exactly token=<the one-time token>")
-        client = _client(sock.getpeername())
-        assert self.machines is not None
-        try:
-            node = self.machines.redeem(token, _peer(sock))
-        except TokenRefused as exc:
-            self._security(client, request, f"secrets token refused: {exc.reason}", exc.node)
-            raise HttpError(HTTPStatus.FORBIDDEN, f"token refused: {exc.reason}", counter="forbidden") from None
-        selection = self._store.node_selection(node)
-        if selection is None or selection.config_path is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"node {node!r} is no longer in the machine store",
-                            counter="not_found")
-        try:
-            parts = self._parts.get(selection.config_path)
-        except (OSError, ValueError) as exc:
-            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {node!r}: "
-                            f"{getattr(exc, 'strerror', None) or exc}", counter="server_errors") from None
-        if parts.secret_bytes is None:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"node {node!r} has no secret part any more (re-rendered?)",
-                            counter="not_found")
-        return Response(200, parts.secret_bytes, IGNITION_TYPE, group=selection.group.name)
-
-    def _check_kind(self, selection: Selection, kind: str, mac: str) -> None:
-        group, profile = selection.group, selection.profile
-        if profile.config != kind:
-            other = "/ignition" if profile.config == "ignition" else "/cloud-config"
-            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} boots profile {profile.id!r}, "
-                            f"which reads {profile.config}, not {kind}; fetch {other}", counter="not_found",
-                            mac=mac, group=group.name)
-
-    def _config_path(self, selection: Selection, mac: str) -> Path:
-        if selection.config_path is None:
-            group = selection.group
-            raise HttpError(HTTPStatus.NOT_FOUND, f"mac {mac}: group {group.name!r} names no node (metadata.node), "
-                            "so there is no config to serve", counter="not_found", mac=mac, group=group.name)
-        return selection.config_path
-
-    def _node_config(self, selection: Selection, kind: str, mac: str) -> Response:
-        """A cloud-config, whole: cloud-init cannot fetch a part of it over pinned TLS."""
-        group = selection.group
-        self._check_kind(selection, kind, mac)
-        if group.metadata.get("role") == "controller" and not self.serve_controller_secrets:
-            raise HttpError(HTTPStatus.FORBIDDEN, f"mac {mac}: node {group.node!r} is a controller, whose config holds "
-                            "CA keys; they are not served over plain HTTP (start netboot with "
-                            "--serve-controller-secrets only on an isolated provisioning network)",
-                            counter="forbidden", mac=mac, group=group.name)
-        path = self._config_path(selection, mac)
-        try:
-            # Sent with sendfile like boot files: a config carries the whole WireGuard mesh, so on a large
-            # cluster it is hundreds of KiB that need not pass through Python.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            size = os.fstat(fd).st_size
-        except OSError as exc:
-            raise HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read the config of node {group.node!r}: "
-                            f"{exc.strerror}; run `stellwerk render` again and restart netboot",
-                            counter="server_errors", mac=mac, group=group.name) from None
-        if self.machines is not None:
-            self.machines.record(group.node, mac, "booted", None)
-        return Response(200, b"", CLOUD_CONFIG_TYPE, headers=[("Cache-Control", "no-store")], file=(fd, 0, size),
-                        length=size, mac=mac, group=group.name)
-
-    def _nocloud(self, request: Request) -> Response:
-        # /nocloud/<labels as a query>/<file>: cloud-init appends the file name to the seed URL (ipxe.py).
-        parts = request.raw_path.split("/")
-        if len(parts) != 4 or parts[3] not in NOCLOUD_FILES:
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no such NoCloud file; the seed serves {', '.join(NOCLOUD_FILES)}",
-                            counter="not_found")
-        labels, selection = self._machine(parts[2])
-        mac, group = labels["mac"], selection.group
-        if parts[3] == "user-data":
-            return self._node_config(selection, "cloud-config", mac)
-        if selection.profile.config != "cloud-config" or selection.config_path is None:
-            return self._node_config(selection, "cloud-config", mac)  # the same 404 as user-data
-        if parts[3] == "meta-data":
-            # JSON is YAML; instance-id stays the same across renders so that cloud-init does not treat a changed
-            # config as a new instance (that would, for one, regenerate the ssh host keys).
-            meta = {"instance-id": group.node, "local-hostname": group.node}
-            return Response(200, json.dumps(meta, sort_keys=True).encode(), "application/json", mac=mac,
-                            group=group.name)
-        # Empty but present: cloud-init retries a missing vendor-data or network-config ten times before it goes on.
-        return Response(200, b"", mac=mac, group=group.name)
-
-    def _asset(self, request: Request, relative: str) -> Response:
-        parts = relative.split("/")
-        for part in parts:
-            if not part or part.startswith(".") or "\\" in part or "%" in part:
-                raise HttpError(HTTPStatus.BAD_REQUEST, f"asset path {relative!r} has a refused segment {part!r} "
-                                "(empty, '.', '..', hidden, '%' or '\\')", counter="refused_paths")
-        fd = _open_beneath(self.boot_dir, parts)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise HttpError(HTTPStatus.NOT_FOUND, f"asset {relative!r} is not a regular file", counter="not_found")
-            _check_contained(fd, self.boot_dir)
-            response = _file_response(request, fd, info)
-        except BaseException:
-            os.close(fd)
-            raise
-        return response
-
-    def _base_url(self, sock: socket.socket) -> str:
-        if self.public_url:
-            return self.public_url
-        host = sock.getsockname()[0].split("%", 1)[0]
-        if host.startswith("::ffff:") and "." in host:
-            host = host[len("::ffff:"):]
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}" if self.port == 80 else f"http://{host}:{self.port}"
+        request.local_host = host[len("::ffff:"):] if host.startswith("::ffff:") and "." in host else host
+        request.secure = isinstance(sock, ssl.SSLSocket)
+        return self.service.handle(request)
 
     # -- responses and logs -------------------------------------------------------------------------------------
 
@@ -652,7 +323,7 @@ class BootServer:
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "client": client,
             "method": request.method if request else None,
-            "endpoint": _truncate(request.path or request.target) if request else None,
+            "endpoint": truncate(request.path or request.target) if request else None,
             "mac": response.mac if response else None,
             "group": response.group if response else None,
             "status": status,
@@ -697,7 +368,7 @@ class _Connection:
                 boot._count(exc.counter)
                 if exc.status == HTTPStatus.REQUEST_TIMEOUT:
                     boot._count("timeouts")
-                response = _error(exc)
+                response = error_response(exc)
                 if request is None:  # the request could not be framed: answer, then close
                     response.close = True
                     request = _unparsed(self.buffer)
@@ -887,7 +558,7 @@ def _parse_head(head: bytes) -> Request:
                         close=True)
     tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
-    return Request(method, target, version, headers, "", "", "", keep_alive, _truncate(line), length=int(length))
+    return Request(method, target, version, headers, "", "", "", keep_alive, truncate(line), length=int(length))
 
 
 def _parse_target(request: Request) -> None:
@@ -906,114 +577,7 @@ def _parse_target(request: Request) -> None:
     request.path, request.raw_path, request.query = path, raw_path, query
 
 
-def _labels(query: str) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=MAX_QUERY_FIELDS)
-    except ValueError as exc:  # too many fields, or not UTF-8
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"query: {exc}") from None
-    labels: dict[str, str] = {}
-    for key, value in pairs:
-        if key in labels:
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"query: label {_truncate(key, 40)!r} given twice")
-        labels[key] = value
-    try:
-        labels = normalize_labels(labels)
-    except LabelError as exc:
-        raise HttpError(HTTPStatus.BAD_REQUEST, f"query: {exc}") from None
-    if "mac" not in labels:
-        raise HttpError(HTTPStatus.BAD_REQUEST, "query: mac is required (the MAC of the booting interface, "
-                        "as in ?mac=52-54-00-00-00-11)")
-    return labels
-
-
-# -- files --------------------------------------------------------------------------------------------------------
-
-def _open_beneath(root: Path, parts: list[str]) -> int:
-    """Open root/parts... without following any symbolic link, one component at a time (race-free)."""
-    try:
-        directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        raise HttpError(HTTPStatus.NOT_FOUND, "ASSETS/boot does not exist; the boot files have not been built",
-                        counter="not_found") from None
-    try:
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | (
-                os.O_NONBLOCK | os.O_NOCTTY if last else os.O_DIRECTORY)  # NONBLOCK: a FIFO must not hang us
-            try:
-                fd = os.open(part, flags, dir_fd=directory)
-            except OSError as exc:
-                shown = "/".join(parts[:index + 1])
-                if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(part, directory)):
-                    raise HttpError(HTTPStatus.FORBIDDEN, f"asset {shown!r} is a symbolic link; links are not "
-                                    "followed in ASSETS/boot", counter="refused_paths") from None
-                if exc.errno in (errno.EACCES, errno.EPERM):
-                    raise HttpError(HTTPStatus.FORBIDDEN, f"asset {shown!r} is not readable", counter="refused_paths"
-                                    ) from None
-                raise HttpError(HTTPStatus.NOT_FOUND, f"no asset {'/'.join(parts)!r}", counter="not_found") from None
-            if last:
-                return fd
-            os.close(directory)
-            directory = fd
-    finally:
-        os.close(directory)
-    raise AssertionError("unreachable")
-
-
-def _is_link(name: str, directory: int) -> bool:
-    try:
-        return stat.S_ISLNK(os.lstat(name, dir_fd=directory).st_mode)
-    except OSError:
-        return False
-
-
-def _check_contained(fd: int, root: Path) -> None:
-    """Second line of defence: the opened file's real path is below the real path of ASSETS/boot."""
-    try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return  # no /proc: the component-wise open above already refused links and '..'
-    base = os.path.realpath(root)
-    if os.path.commonpath([real, base]) != base:
-        raise HttpError(HTTPStatus.FORBIDDEN, "asset resolves outside ASSETS/boot", counter="refused_paths")
-
-
-def _file_response(request: Request, fd: int, info: os.stat_result) -> Response:
-    size = info.st_size
-    etag = f'"{size:x}-{info.st_mtime_ns:x}"'
-    modified = formatdate(info.st_mtime, usegmt=True)
-    headers = [("Accept-Ranges", "bytes"), ("ETag", etag), ("Last-Modified", modified)]
-    wanted = request.headers.get("range")
-    if_range = request.headers.get("if-range")
-    if wanted is not None and (if_range is None or if_range in (etag, modified)):
-        match = _RANGE.fullmatch(wanted.strip())
-        # Anything but one well-formed byte range (several ranges, other units) is ignored: the whole file is sent.
-        if match and (match[1] or match[2]) and not (match[1] and match[2] and int(match[2]) < int(match[1])):
-            if match[1]:
-                start = int(match[1])
-                end = min(int(match[2]), size - 1) if match[2] else size - 1
-            else:
-                start, end = max(size - int(match[2]), 0), size - 1
-            if start >= size or (not match[1] and int(match[2]) == 0):
-                os.close(fd)
-                return Response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
-                                f"416 Range Not Satisfiable: {wanted} is outside the file's {size} bytes\n".encode(),
-                                headers=[("Content-Range", f"bytes */{size}")] + headers,
-                                error=f"range {wanted!r} outside {size} bytes")
-            count = end - start + 1
-            return Response(HTTPStatus.PARTIAL_CONTENT, content_type="application/octet-stream", file=(fd, start, count),
-                            length=count, headers=[("Content-Range", f"bytes {start}-{end}/{size}")] + headers)
-    return Response(200, content_type="application/octet-stream", file=(fd, 0, size), length=size, headers=headers)
-
-
 # -- helpers ------------------------------------------------------------------------------------------------------
-
-def _error(exc: HttpError) -> Response:
-    phrase = HTTPStatus(exc.status).phrase
-    return Response(exc.status, f"{exc.status} {phrase}: {exc.message}\n".encode(), headers=list(exc.headers),
-                    close=exc.close, mac=exc.mac, group=exc.group, error=exc.message)
-
 
 def _unparsed(buffer: bytes) -> Request:
     """A stand-in for a request that could not be parsed, for the response and the log line."""
@@ -1021,7 +585,7 @@ def _unparsed(buffer: bytes) -> Request:
 
 
 def _first_line(buffer: bytes) -> str:
-    return _truncate(_printable(buffer.split(b"\n", 1)[0][:300]))
+    return truncate(_printable(buffer.split(b"\n", 1)[0][:300]))
 
 
 def _send_vectored(sock: socket.socket, head: bytes, body: bytes) -> None:
@@ -1049,7 +613,3 @@ def _client(address: tuple) -> str:
 
 def _printable(data: bytes) -> str:
     return data.decode("latin-1").rstrip("\r")
-
-
-def _truncate(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
