@@ -63,7 +63,11 @@ def one_run(cluster: Path, lab_dir: Path, controller: str) -> tuple[bool, str, f
                 green_after, slow = time.monotonic() - started, slowest(result.stdout)
             if result.returncode != 0:
                 tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
-                return False, f"{name} (exit {result.returncode}: {' | '.join(tail)})", green_after, slow
+                # the whole output of the failed step, beside the lab directory, for the post-mortem
+                saved = lab_dir.with_name(f"{lab_dir.name}-failed-{time.strftime('%Y%m%dT%H%M%S')}.log")
+                saved.write_text(f"$ stellwerk {' '.join(args)}\n{result.stdout}\n{result.stderr}")
+                return False, f"{name} (exit {result.returncode}: {' | '.join(tail)}; all of it in {saved})", \
+                    green_after, slow
         return True, "ok", green_after, slow
     finally:
         stellwerk(lab_dir, "lab", "down", str(cluster))
