@@ -22,6 +22,7 @@ from stellwerk.components.unitnames import mount_unit_name
 from stellwerk.components.base import ComponentOptions
 from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, Disk, File, Filesystem, Raid, Unit
+from stellwerk.ignition.nodeos import families_that, node_os
 from stellwerk.spectypes import DNSLabel, StrictModel
 
 if TYPE_CHECKING:
@@ -164,9 +165,10 @@ def _raid_nodes(cluster: Cluster, raid: RaidOptions) -> list[str]:
 
 def _raid_rules(cluster: Cluster, loc: tuple, raid: RaidOptions,
                 install_disks: dict[str, str]) -> Iterator[tuple[tuple, str]]:
-    if cluster.spec.os.family == "debian":
-        yield loc, ("os.family debian gets cloud-init configs, which cannot create RAID arrays or filesystems; "
-                    "use os.family flatcar or lab, or remove raid")
+    nodeos = node_os(cluster.spec.os.family)
+    if not nodeos.storage:
+        yield loc, (f"os.family {nodeos.family} gets {nodeos.provisioner} configs, which cannot create RAID arrays "
+                    f"or filesystems; use os.family {families_that(lambda os: os.storage)}, or remove raid")
     yield from _node_names(loc, raid.nodes, install_disks)
     if raid.nodes is None and not _raid_nodes(cluster, raid):
         yield loc, "the array goes on every worker by default, but the cluster has none; list the nodes in raid.nodes"

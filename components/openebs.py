@@ -26,6 +26,7 @@ from stellwerk.components.unitnames import device_unit_name, mount_unit_name
 from stellwerk.components.base import ComponentOptions
 from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, Directory, File, Filesystem, Unit
+from stellwerk.ignition.nodeos import NodeOS, families_that, node_os
 from stellwerk.spectypes import DNSLabel, StrictModel
 from stellwerk.base.yamlout import dump_yaml
 
@@ -54,7 +55,6 @@ HOSTPATH_LABEL = "openebs"
 SETUP_DIR = "/opt/stellwerk/bin"
 LVM_UNIT = "stellwerk-openebs-lvm.service"
 ZFS_UNIT = "stellwerk-openebs-zfs.service"
-FLATCAR_SYSEXT_LIST = "/etc/flatcar/enabled-sysext.conf"
 
 # Mayastor: the io-engine needs at least 2 GiB of 2 MiB huge pages; its nodes carry this label.
 MAYASTOR_MIN_PAGES = 1024
@@ -313,7 +313,7 @@ def _install_disk_clash(device: str, node: Any) -> str | None:
 def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
     nodes = {node.name: node for node in cluster.spec.controllers}
     nodes.update({node.name: node for pool in cluster.spec.worker_pools for node in pool.nodes})
-    family = cluster.spec.os.family
+    nodeos = node_os(cluster.spec.os.family)
 
     for engine in ENGINES:
         if engine != options.engine and getattr(options, engine) is not None:
@@ -360,10 +360,11 @@ def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
                 "remove volumeBindingMode or set it to WaitForFirstConsumer")
         if engine.device is not None:
             yield from disks([engine.device], lambda _: (*where, "device"))
-            if family == "debian":
+            if not nodeos.storage:
                 yield (*where, "device"), (
-                    "os.family debian nodes get cloud-init, which cannot format and mount disks; format and mount "
-                    "the disk at basePath yourself and remove device, or use os.family flatcar or lab")
+                    f"os.family {nodeos.family} nodes get {nodeos.provisioner}, which cannot format and mount disks; "
+                    "format and mount the disk at basePath yourself and remove device, or use os.family "
+                    f"{families_that(lambda os: os.storage)}")
     elif isinstance(engine, LVMOptions):
         yield from disks(engine.devices, lambda index: (*where, "devices", index))
     elif isinstance(engine, ZFSOptions):
@@ -375,17 +376,18 @@ def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
                 f"layout {engine.layout} needs at least {minimum} disks but {len(engine.devices)} "
                 f"{'is' if len(engine.devices) == 1 else 'are'} listed; add disks or use layout stripe{hint}")
     elif isinstance(engine, MayastorOptions):
-        yield from _check_mayastor(engine, nodes, storage, family)
+        yield from _check_mayastor(engine, nodes, storage, nodeos)
 
 
 def _check_mayastor(mayastor: MayastorOptions, nodes: dict, storage: list[str],
-                    family: str) -> Iterator[tuple[tuple, str]]:
+                    nodeos: NodeOS) -> Iterator[tuple[tuple, str]]:
     where = (*_HERE, "mayastor")
     storage_set = set(storage)
-    if mayastor.kernel_argument and family != "flatcar":
+    if mayastor.kernel_argument and not nodeos.kernel_arguments:
         yield (*where, "kernelArgument"), (
-            f"kernel arguments are applied by Flatcar's Ignition only, and os.family is {family}; remove "
-            "kernelArgument (the sysctl vm.nr_hugepages reserves the pages)")
+            f"kernel arguments are applied by {families_that(lambda os: os.kernel_arguments).capitalize()}'s "
+            f"Ignition only, and os.family is {nodeos.family}; remove kernelArgument (the sysctl vm.nr_hugepages "
+            "reserves the pages)")
     for name in mayastor.per_node_memory_gib:
         if name not in storage_set:
             what = f"{name} is not a storage node" if name in nodes else f"no node is named {name!r}"
@@ -570,10 +572,11 @@ def _zfs_fragment(plan: Plan, zfs: ZFSOptions) -> NodeFragment:
         # After the ZFS tools are merged in (Flatcar's sysext) and ZFS's own import of known pools.
         config = _setup("zfs", ZFS_UNIT, f"ZFS pool {zfs.pool}", zfs.devices,
                         ("systemd-sysext.service", "zfs-import.target"), pool=zfs.pool, vdev=vdev)
-    if plan.spec.os.family == "flatcar":
+    extensions = node_os(plan.spec.os.family).official_extensions
+    if extensions is not None:
         # Flatcar ships ZFS (module and tools) as an official sysext, merged only when listed in this file.
         # An append rather than contents, so that other names listed there survive.
-        sysext = File(path=FLATCAR_SYSEXT_LIST, overwrite=None, append=(b"zfs\n",))
+        sysext = File(path=extensions, overwrite=None, append=(b"zfs\n",))
         config = Config(files=(*config.files, sysext), units=config.units)
     return NodeFragment(component=KEY, kernel_modules=("zfs",), config=config)
 

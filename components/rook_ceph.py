@@ -21,6 +21,7 @@ from stellwerk.base.templating import render_template
 from stellwerk.components.base import ComponentOptions
 from stellwerk.ignition.fragments import NodeFragment
 from stellwerk.ignition.model import Config, Disk, Unit
+from stellwerk.ignition.nodeos import node_os
 from stellwerk.spectypes import DNSLabel, DNSSubdomain, StrictModel
 
 if TYPE_CHECKING:
@@ -351,6 +352,7 @@ def _check_selection(cluster: Cluster, options: Options, by_name: dict[str, _Hos
 
 def _check_devices(cluster: Cluster, options: Options, node: OSDNode, host: _Host,
                    loc: tuple[Any, ...]) -> Iterator[tuple[tuple, str]]:
+    nodeos = node_os(cluster.spec.os.family)
     install = _dev_path(host.install_disk)
     install_name = _kernel_name(host.install_disk)
     first: dict[str, int] = {}
@@ -370,10 +372,10 @@ def _check_devices(cluster: Cluster, options: Options, node: OSDNode, host: _Hos
         elif options.encrypt_devices and _is_partition(device):
             yield where, (f"{device} is a partition, and Rook only encrypts OSDs on whole disks; "
                           "give a whole disk or set encryptDevices: false")
-        elif (options.wipe_devices and device.startswith("/dev/")
-              and cluster.spec.os.family == "debian"):
-            yield where, ("debian nodes are set up by cloud-init, which cannot wipe disks; set wipeDevices: false "
-                          f"and wipe {device} yourself (wipefs --all, sgdisk --zap-all) before Rook starts")
+        elif options.wipe_devices and device.startswith("/dev/") and not nodeos.storage:
+            yield where, (f"{nodeos.family} nodes are set up by {nodeos.provisioner}, which cannot wipe disks; set "
+                          f"wipeDevices: false and wipe {device} yourself (wipefs --all, sgdisk --zap-all) before "
+                          "Rook starts")
 
 
 def _check_filter(options: Options, by_name: dict[str, _Host]) -> Iterator[tuple[tuple, str]]:

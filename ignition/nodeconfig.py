@@ -14,11 +14,10 @@ from stellwerk.plan import NodePlan
 from .cloudinit import UnsupportedByCloudInit, render_cloud_config
 from .context import RenderContext
 from .controller import controller_config
-from .flatcar import sysext_config
 from .host import host_config
-from .labos import state_filesystem_config
 from .merge import MergeConflict, merge
 from .model import Config, dumps
+from .nodeos import node_os
 
 
 @dataclass(frozen=True)
@@ -30,11 +29,7 @@ class RenderedNode:
 
 
 def node_config(context: RenderContext, node: NodePlan) -> Config:
-    parts = [host_config(context, node)]
-    if context.plan.spec.os.family == "flatcar":
-        parts.append(sysext_config(context.plan, node))
-    if context.plan.spec.os.family == "lab":
-        parts.append(state_filesystem_config(node))
+    parts = [host_config(context, node), *node_os(context.plan.spec.os.family).host_parts(context.plan, node)]
     if node.is_controller:
         parts.append(controller_config(context, node))
     parts += [fragment_config(fragment) for fragment in node.fragments]
@@ -53,12 +48,13 @@ class NodeConfigError(Exception):
 
 
 def render_node(context: RenderContext, node: NodePlan) -> RenderedNode:
+    nodeos = node_os(context.plan.spec.os.family)
     try:
         config = node_config(context, node)
-        if context.plan.spec.os.family == "debian":
-            return RenderedNode(node.name, "cloud-config.yaml", render_cloud_config(config, node.name), config)
+        data = render_cloud_config(config, node.name) if nodeos.config_format == "cloud-config" else dumps(config)
     except MergeConflict as exc:
         raise NodeConfigError(node.name, f"{exc}; change the snippet that writes this path") from None
     except UnsupportedByCloudInit as exc:
-        raise NodeConfigError(node.name, f"os.family debian uses cloud-init, which cannot do this: {exc}") from None
-    return RenderedNode(node.name, "ignition.json", dumps(config), config)
+        raise NodeConfigError(node.name, f"os.family {nodeos.family} uses {nodeos.provisioner}, which cannot do "
+                              f"this: {exc}") from None
+    return RenderedNode(node.name, nodeos.config_file, data, config)

@@ -1,0 +1,45 @@
+"""What a node OS is to Stellwerk: how its nodes get their binaries and config, how they boot from the network,
+and what the components may assume of it. One module per family (flatcar.py, lab.py, debian.py) makes one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+
+from ..model import Config
+
+if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
+    from stellwerk.plan import NodePlan, Plan
+
+ConfigFormat = Literal["ignition", "cloud-config"]
+CONFIG_FILES: dict[str, str] = {"ignition": "ignition.json", "cloud-config": "cloud-config.yaml"}
+CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
+
+
+def no_parts(plan: Plan, node: NodePlan) -> tuple[Config, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class NodeOS:
+    family: str  # its os.family in the cluster file
+    config_format: ConfigFormat  # what its nodes read
+    provisioner: str  # the tool that applies that config, for messages: Ignition, cloud-init
+    binaries: str  # how Kubernetes' and etcd's binaries reach a node, for docs and messages
+    # What the components may assume:
+    storage: bool  # disks, RAID and filesystems are set up by the config (Ignition's storage section)
+    kernel_arguments: bool  # the config can set kernel arguments (Flatcar's Ignition applies and reboots)
+    official_extensions: str | None  # the file that lists the OS vendor's own sysexts to merge, if it has them
+    # What it adds to every node's config, before the role's parts and the snippets:
+    host_parts: Callable[[Plan, NodePlan], tuple[Config, ...]]
+    # How its nodes boot from the network: the netboot profile (matchbox-style JSON), and whether that profile
+    # installs the OS to disk first (a two-stage install: installer, then the installed system's own config).
+    netboot_profile: Callable[[Plan], dict[str, Any]]
+    installs_to_disk: bool = False
+    install_metadata: Callable[[Plan], dict[str, Any]] | None = None  # group metadata the installer reads
+
+    @property
+    def config_file(self) -> str:
+        return CONFIG_FILES[self.config_format]

@@ -1,0 +1,39 @@
+"""The lab OS (images.md): Stellwerk's own image from Debian packages, booted live over the network every time.
+
+Its initramfs looks for the filesystem labelled `stellwerk-state`: found and marked provisioned, it becomes the
+upper layer of the root and Ignition does not run again; missing, the root lives in memory and every boot starts
+clean. Ignition's disks stage creates it on the node's install disk at first boot, from this OS's host part.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stellwerk.images.contract import INITRD_FILE, KERNEL_ARGS, KERNEL_FILE, STATE_LABEL
+
+from ..model import Config, Filesystem
+from .base import NodeOS
+
+if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
+    from stellwerk.plan import NodePlan, Plan
+
+
+def state_filesystem_config(node: NodePlan) -> Config:
+    # wipeFilesystem: Ignition runs only on a machine's first boot (or a reinstall), when whatever the disk held
+    # belongs to no one; an old state layer from another cluster must not leak into this node's root.
+    return Config(filesystems=(Filesystem(device=node.install_disk, format="ext4", label=STATE_LABEL,
+                                          wipe_filesystem=True),))
+
+
+def netboot_profile(plan: Plan) -> dict[str, Any]:
+    return {"id": "lab", "kernel": f"/assets/lab/{KERNEL_FILE}", "initrd": [f"/assets/lab/{INITRD_FILE}"],
+            "args": list(KERNEL_ARGS), "config": "ignition"}
+
+
+OS = NodeOS(
+    family="lab", config_format="ignition", provisioner="Ignition",
+    binaries="Debian packages in the image (etcd-server; no kubelet: the lab runs no Kubernetes)",
+    storage=True, kernel_arguments=False, official_extensions=None,
+    host_parts=lambda plan, node: (state_filesystem_config(node),),
+    netboot_profile=netboot_profile,
+)
