@@ -332,8 +332,8 @@ def _check_layer2_span(cluster: Cluster, loc: Location, text: str, first: int, l
         taken.setdefault(int(network.gateway), []).append("network.gateway")
     for index, server in enumerate(network.dns):
         taken.setdefault(int(server), []).append(f"network.dns[{index}]")
-    for node in [*cluster.spec.controllers, *(node for pool in cluster.spec.worker_pools for node in pool.nodes)]:
-        taken.setdefault(int(node.address), []).append(f"node {node.name}'s address")
+    for found in cluster.spec.nodes():
+        taken.setdefault(int(found.node.address), []).append(f"node {found.name}'s address")
     for address in sorted(taken):
         if first <= address <= last:
             owners = " and ".join(taken[address])

@@ -145,8 +145,7 @@ def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
 
 def _install_disks(cluster: Cluster) -> dict[str, str]:
     """Node name -> install disk, controllers first, in file order."""
-    nodes = list(cluster.spec.controllers) + [node for pool in cluster.spec.worker_pools for node in pool.nodes]
-    return {node.name: node.install_disk for node in nodes}
+    return {found.name: found.node.install_disk for found in cluster.spec.nodes()}
 
 
 def _node_names(loc: tuple, names: list[str] | None, known: dict[str, str]) -> Iterator[tuple[tuple, str]]:
@@ -160,7 +159,7 @@ def _node_names(loc: tuple, names: list[str] | None, known: dict[str, str]) -> I
 def _raid_nodes(cluster: Cluster, raid: RaidOptions) -> list[str]:
     if raid.nodes is not None:
         return list(raid.nodes)
-    return [node.name for pool in cluster.spec.worker_pools for node in pool.nodes]
+    return [found.name for found in cluster.spec.nodes() if found.role == "worker"]
 
 
 def _raid_rules(cluster: Cluster, loc: tuple, raid: RaidOptions,

@@ -277,7 +277,7 @@ def storage_node_names(cluster: Cluster, options: Options) -> list[str]:
     """The nodes that carry storage, in cluster-file order: `nodes`, or every worker."""
     if options.nodes is not None:
         return list(dict.fromkeys(options.nodes))
-    return [node.name for pool in cluster.spec.worker_pools for node in pool.nodes]
+    return [found.name for found in cluster.spec.nodes() if found.role == "worker"]
 
 
 def _pool_name(pool: MayastorPool) -> str:
@@ -311,8 +311,7 @@ def _install_disk_clash(device: str, node: Any) -> str | None:
 
 
 def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
-    nodes = {node.name: node for node in cluster.spec.controllers}
-    nodes.update({node.name: node for pool in cluster.spec.worker_pools for node in pool.nodes})
+    nodes = {found.name: found.node for found in cluster.spec.nodes()}
     nodeos = node_os(cluster.spec.os.family)
 
     for engine in ENGINES:

@@ -45,8 +45,6 @@ OBJECT_STORE = "objectstore"
 # Classes Ceph gives an OSD by itself, from the disk's rotational flag and transport.
 AUTOMATIC_DEVICE_CLASSES = ("hdd", "ssd", "nvme")
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
-# The plan puts this taint on every controller (stellwerk.plan.CONTROL_PLANE_TAINT).
-_CONTROL_PLANE_TAINT = ("node-role.kubernetes.io/control-plane", "", "NoSchedule")
 _FRAGMENT = "rook-ceph"
 _LVM_UNIT = "stellwerk-rook-ceph-lvm2.service"
 
@@ -205,24 +203,18 @@ class Options(ComponentOptions):
 
 @dataclass(frozen=True)
 class _Host:
+    """A node as Rook's placement sees it: its role, its install disk, and its taints as (key, value, effect)."""
+
     name: str
     role: str
     install_disk: str
     taints: tuple[tuple[str, str, str], ...]
-    loc: tuple[Any, ...]
 
 
 def _hosts(cluster: Cluster) -> list[_Host]:
-    hosts = [
-        _Host(node.name, "controller", node.install_disk, (_CONTROL_PLANE_TAINT,), ("spec", "controllers", index))
-        for index, node in enumerate(cluster.spec.controllers)
-    ]
-    for pool_index, pool in enumerate(cluster.spec.worker_pools):
-        taints = tuple((taint.key, taint.value, taint.effect) for taint in pool.taints)
-        for index, node in enumerate(pool.nodes):
-            loc = ("spec", "workerPools", pool_index, "nodes", index)
-            hosts.append(_Host(node.name, "worker", node.install_disk, taints, loc))
-    return hosts
+    return [_Host(found.name, found.role, found.node.install_disk,
+                  tuple((taint.key, taint.value, taint.effect) for taint in found.taints))
+            for found in cluster.spec.nodes()]
 
 
 def _osd_hosts(hosts: Sequence[_Host], options: Options) -> list[_Host]:

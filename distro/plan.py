@@ -18,7 +18,6 @@ from .base.types import Location, Role
 
 ROLE_LABEL = "node.stellwerk.dev/role"
 POOL_LABEL = "node.stellwerk.dev/pool"
-CONTROL_PLANE_TAINT = Taint(key="node-role.kubernetes.io/control-plane", value="", effect="NoSchedule")
 
 
 
@@ -98,13 +97,8 @@ class Plan:
 
 
 def make_plan(cluster: Cluster, base_dir: Path) -> Plan:
-    spec = cluster.spec
-    nodes: list[NodePlan] = []
-    for node in spec.controllers:
-        nodes.append(_node_plan(cluster, node, "controller", None, {}, (CONTROL_PLANE_TAINT,)))
-    for pool in spec.worker_pools:
-        for node in pool.nodes:
-            nodes.append(_node_plan(cluster, node, "worker", pool.name, pool.labels, tuple(pool.taints)))
+    nodes = [_node_plan(cluster, found.node, found.role, found.pool.name if found.pool else None,
+                        found.pool.labels if found.pool else {}, found.taints) for found in cluster.spec.nodes()]
     plan = Plan(cluster=cluster, base_dir=base_dir, nodes=tuple(nodes))
     return _with_fragments(plan)
 

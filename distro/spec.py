@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, create_model
 
 from . import release
+from .base.types import Location, Role
 from .spectypes import (
     CIDR,
     IPv4,
@@ -117,6 +119,29 @@ class WorkerPool(StrictModel):
     nodes: list[Node] = Field(default_factory=list)
 
 
+# Every controller carries it, so that workloads stay off the control plane unless they tolerate it.
+CONTROL_PLANE_TAINT = Taint(key="node-role.kubernetes.io/control-plane", value="", effect="NoSchedule")
+
+
+@dataclass(frozen=True)
+class SpecNode:
+    """A node as the cluster file declares it: where it is, its role and pool, and the taints that come with them.
+    The one walk over every node that checks use (and the plan derives its NodePlans from)."""
+
+    location: Location
+    node: Node
+    role: Role
+    pool: WorkerPool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def taints(self) -> tuple[Taint, ...]:
+        return (CONTROL_PLANE_TAINT,) if self.role == "controller" else tuple(self.pool.taints if self.pool else ())
+
+
 def _snippet(value: Any) -> Any:
     if isinstance(value, dict) or (isinstance(value, str) and value.strip()):
         return value
@@ -170,6 +195,15 @@ class ClusterSpecBody(StrictModel):
     worker_pools: list[WorkerPool] = Field(default_factory=list)
     snippets: Snippets = Field(default_factory=Snippets)
     components: Components = Field(default_factory=Components)
+
+    def nodes(self) -> tuple[SpecNode, ...]:
+        """Every node, controllers first, then each pool's in file order."""
+        found = [SpecNode(("spec", "controllers", index), node, "controller")
+                 for index, node in enumerate(self.controllers)]
+        for pool_index, pool in enumerate(self.worker_pools):
+            found += [SpecNode(("spec", "workerPools", pool_index, "nodes", index), node, "worker", pool)
+                      for index, node in enumerate(pool.nodes)]
+        return tuple(found)
 
 
 class Cluster(StrictModel):

@@ -37,11 +37,8 @@ def check_cluster(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[P
 
 
 def nodes_with_locations(cluster: Cluster) -> Iterator[tuple[Location, Node]]:
-    for index, node in enumerate(cluster.spec.controllers):
-        yield ("spec", "controllers", index), node
-    for pool_index, pool in enumerate(cluster.spec.worker_pools):
-        for index, node in enumerate(pool.nodes):
-            yield ("spec", "workerPools", pool_index, "nodes", index), node
+    for found in cluster.spec.nodes():
+        yield found.location, found.node
 
 
 def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:

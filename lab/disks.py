@@ -84,11 +84,9 @@ def _disk_names(loaded: LoadedCluster) -> Iterator[tuple[str, tuple, str, str]]:
     disks and the disks components claim (snippets cannot name disks: storage comes from components)."""
     from stellwerk.components import MODULES
     from stellwerk.spec import component_field
-    from stellwerk.validation import nodes_with_locations
-
     cluster = loaded.cluster
-    for loc, node in nodes_with_locations(cluster):
-        yield node.name, (*loc, "installDisk"), node.install_disk, "installDisk"
+    for found in cluster.spec.nodes():
+        yield found.name, (*found.location, "installDisk"), found.node.install_disk, "installDisk"
     for module in MODULES:
         options = getattr(cluster.spec.components, component_field(module))
         if options is not None and hasattr(module, "claims"):

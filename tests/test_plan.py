@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from stellwerk.load import parse_cluster
-from stellwerk.plan import CONTROL_PLANE_TAINT, POOL_LABEL, make_plan
+from stellwerk.plan import POOL_LABEL, make_plan
+from stellwerk.spec import CONTROL_PLANE_TAINT
 from support.paths import BASE_EXAMPLE_TEXT, EXAMPLE, REPO
 
 
