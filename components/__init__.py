@@ -17,29 +17,17 @@ Optional:
                                             claiming the same one on a node is a validation error
     adjust_upstream(name, documents, plan, options) -> the pinned upstream objects with cluster values set
 
-Components return data; they never write files.
+Components return data; they never write files. Each module is read once into a Component (base.py), which
+checks this shape and that the module's name is its KEY in snake case; the stages use only COMPONENTS and BY_KEY.
+Adding a component: its module, and its place in COMPONENTS.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from . import host_protection, metallb, nvme, openebs, rook_ceph
+from .base import Component
 
-# Order is the order manifests are applied in and fragments are merged in.
-_MODULE_NAMES = ("nvme", "host_protection", "metallb", "rook_ceph", "openebs")
-
-
-def _load() -> tuple[ModuleType, ...]:
-    modules = []
-    for name in _MODULE_NAMES:
-        try:
-            modules.append(importlib.import_module(f"{__name__}.{name}"))
-        except ModuleNotFoundError as exc:
-            # A component not yet part of this build; anything else missing is a real error.
-            if exc.name != f"{__name__}.{name}":
-                raise
-    return tuple(modules)
-
-
-MODULES: tuple[ModuleType, ...] = _load()
-BY_KEY: dict[str, ModuleType] = {module.KEY: module for module in MODULES}
+# The order manifests are applied in and fragments merged in.
+COMPONENTS: tuple[Component, ...] = tuple(Component.of(module) for module in (nvme, host_protection, metallb,
+                                                                              rook_ceph, openebs))
+BY_KEY: dict[str, Component] = {component.key: component for component in COMPONENTS}

@@ -112,7 +112,7 @@ def components_fetch(cluster_file: Path | None, everything: bool, mirror: Path |
         from .plan import make_plan
 
         plan = make_plan(load_cluster(cluster_file).cluster, cluster_file.parent)
-        names = [name for module, options in plan.components() for name in module.upstream(options)]
+        names = [name for component, options in plan.components() for name in component.upstream(options)]
     cache = cache_dir or default_cache_dir()
     with download_bar() as progress:
         results = fetch([UPSTREAM[name] for name in names], cache, mirror=mirror, progress=progress)

@@ -7,6 +7,7 @@ from typing import Any
 
 from .base.errors import UserError
 from .base.types import AssetFile
+from .components.base import Component, ComponentOptions
 from .plan import Plan
 from .yamlsource import SourceMap
 from .base.yamlout import dump_yaml
@@ -18,20 +19,20 @@ class ComponentPatchError(Exception):
         super().__init__(f"components.{key}.patches[{index}]: {message}")
 
 
-def component_objects(plan: Plan) -> Iterator[tuple[Any, Any, list[dict[str, Any]]]]:
-    """(component module, its options, its objects after patches) for each enabled component."""
+def component_objects(plan: Plan) -> Iterator[tuple[Component, ComponentOptions, list[dict[str, Any]]]]:
+    """(component, its options, its objects after patches) for each enabled component."""
     from .components.patches import PatchError, apply_patches
 
-    for module, options in plan.components():
-        objects = module.manifests(plan, options)
+    for component, options in plan.components():
+        objects = component.manifests(plan, options)
         try:
             objects = apply_patches(objects, options.patches)
         except PatchError as exc:
-            raise ComponentPatchError(module.KEY, exc.index, exc.message) from None
-        yield module, options, objects
+            raise ComponentPatchError(component.key, exc.index, exc.message) from None
+        yield component, options, objects
 
 
-ComponentObjects = list[tuple[Any, Any, list[dict[str, Any]]]]
+ComponentObjects = list[tuple[Component, ComponentOptions, list[dict[str, Any]]]]
 
 
 def checked_component_objects(plan: Plan, source: SourceMap) -> ComponentObjects:

@@ -11,10 +11,13 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .spec import Cluster, Node, Taint
 from .base.types import Location, Role
+
+if TYPE_CHECKING:
+    from .components.base import Component, ComponentOptions
 
 ROLE_LABEL = "node.stellwerk.dev/role"
 POOL_LABEL = "node.stellwerk.dev/pool"
@@ -77,17 +80,12 @@ class Plan:
         host = f"[{endpoint}]" if ":" in endpoint else endpoint
         return f"https://{host}:6443"
 
-    def components(self) -> list[tuple[Any, Any]]:
-        """(component module, its options) for every component the cluster enables, in apply order."""
-        from .components import MODULES
-        from .spec import component_field
+    def components(self) -> list[tuple[Component, ComponentOptions]]:
+        """(component, its options) for every component the cluster enables, in apply order."""
+        from .components import COMPONENTS
 
-        enabled = []
-        for module in MODULES:
-            options = getattr(self.spec.components, component_field(module))
-            if options is not None:
-                enabled.append((module, options))
-        return enabled
+        return [(component, options) for component in COMPONENTS
+                if (options := component.options_in(self.cluster)) is not None]
 
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
@@ -111,8 +109,8 @@ def _with_fragments(plan: Plan) -> Plan:
     nodes = []
     for node in plan.nodes:
         fragments = tuple(
-            fragment for module, options in components
-            if (fragment := module.node_fragments(plan, options, node)) is not None
+            fragment for component, options in components
+            if (fragment := component.node_fragments(plan, options, node)) is not None
         )
         labels = dict(node.labels)
         for fragment in fragments:

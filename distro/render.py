@@ -15,6 +15,7 @@ from . import __version__, release
 from .assets import WriteReport, claim_assets_dir, write_assets
 from .base.types import AssetFile
 from .bootstrap import bootstrap_objects
+from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
@@ -73,14 +74,14 @@ class _UpstreamSource:
     notes: list[str]
     missing: list[str] = field(default_factory=list)
 
-    def files(self, module: Any, options: Any) -> Iterator[tuple[str, AssetFile]]:
-        for position, name in enumerate(module.upstream(options)):
+    def files(self, component: Component, options: Any) -> Iterator[tuple[str, AssetFile]]:
+        for position, name in enumerate(component.upstream(options)):
             manifest = release.UPSTREAM[name]
             data = read_cached(self.cache, manifest)
             if data is None:
-                self.missing.append(f"{name} ({manifest.project} {manifest.version}, for manifests/{module.KEY})")
+                self.missing.append(f"{name} ({manifest.project} {manifest.version}, for manifests/{component.key})")
                 continue
-            adjust = getattr(module, "adjust_upstream", None)
+            adjust = component.adjust_upstream
             if adjust is not None:
                 # A component may set cluster values in the upstream objects (documented on its page);
                 # the file is then re-serialized, otherwise it stays byte for byte as upstream has it.
@@ -89,7 +90,7 @@ class _UpstreamSource:
                 if adjusted != documents:
                     data = dump_yaml_all(adjusted).encode()
             # 00-<n>-: before Stellwerk's own objects, in the order the component lists them (CRDs first).
-            yield f"manifests/{module.KEY}/00-{position}-upstream-{name}.yaml", AssetFile(data)
+            yield f"manifests/{component.key}/00-{position}-upstream-{name}.yaml", AssetFile(data)
 
     def finish(self) -> None:
         if self.missing:
@@ -108,10 +109,10 @@ def _derived_files(plan: Plan, secrets: Secrets, components: ComponentObjects, p
     yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
-    for module, options, objects in components:
-        yield from upstream.files(module, options)
+    for component, options, objects in components:
+        yield from upstream.files(component, options)
         # 00 is for the pinned upstream install manifests, which come first.
-        yield from object_files(module.KEY, objects, first=1).items()
+        yield from object_files(component.key, objects, first=1).items()
     yield from store_files(plan).items()
     context = RenderContext(plan, secrets)
     total = len(plan.nodes)

@@ -8,7 +8,6 @@ and the lock file all tell the same story. Checks that involve several fields
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -166,19 +165,12 @@ class Snippets(StrictModel):
 
 def _components_model() -> type[StrictModel]:
     """spec.components: one optional field per component module, built from the registry."""
-    from .components import MODULES
+    from .components import COMPONENTS
 
-    fields: dict[str, Any] = {}
-    for module in MODULES:
-        summary = (module.__doc__ or "").strip().splitlines()[0]
-        fields[component_field(module)] = (module.Options | None, Field(None, alias=module.KEY, description=summary))
+    fields: dict[str, Any] = {component.field: (component.options | None,
+                                                Field(None, alias=component.key, description=component.summary))
+                              for component in COMPONENTS}
     return create_model("Components", __base__=StrictModel, __doc__="Optional cluster components.", **fields)
-
-
-def component_field(module: Any) -> str:
-    """The attribute of spec.components that holds a component's options: its KEY in snake case (rookCeph:
-    rook_ceph), which is also the name of its module; one name, spelt the Python way."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", module.KEY).lower()
 
 
 Components = _components_model()

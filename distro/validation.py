@@ -51,18 +51,17 @@ def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:
 
 
 def _components(cluster: Cluster) -> Iterator[tuple[Location, str]]:
-    from .components import MODULES
-    from .spec import component_field
+    from .components import COMPONENTS
 
     from .components.claims import conflicts
 
     claims = []
-    for module in MODULES:
-        options = getattr(cluster.spec.components, component_field(module))
+    for component in COMPONENTS:
+        options = component.options_in(cluster)
         if options is not None:
-            yield from module.check(cluster, options)
-            if hasattr(module, "claims"):
-                claims += module.claims(cluster, options)
+            yield from component.check(cluster, options)
+            if component.claims is not None:
+                claims += component.claims(cluster, options)
     yield from conflicts(claims)
 
 

@@ -37,8 +37,8 @@ FIRST_RETRY, LONGEST_RETRY = 2.0, 20.0  # back-off of the host's own probes (fir
 
 
 def component_options(lab: Lab, key: str):
-    for module, options in lab.plan.components():
-        if module.KEY == key:
+    for component, options in lab.plan.components():
+        if component.key == key:
             return options
     return None
 

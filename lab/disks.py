@@ -82,14 +82,13 @@ def problems(loaded: LoadedCluster, domain_name: Callable[[str], str]) -> list[P
 def _disk_names(loaded: LoadedCluster) -> Iterator[tuple[str, tuple, str, str]]:
     """(node, location in the cluster file, device, what names it) for every disk the cluster names: the install
     disks and the disks components claim (snippets cannot name disks: storage comes from components)."""
-    from stellwerk.components import MODULES
-    from stellwerk.spec import component_field
+    from stellwerk.components import COMPONENTS
     cluster = loaded.cluster
     for found in cluster.spec.nodes():
         yield found.name, (*found.location, "installDisk"), found.node.install_disk, "installDisk"
-    for module in MODULES:
-        options = getattr(cluster.spec.components, component_field(module))
-        if options is not None and hasattr(module, "claims"):
-            for claim in module.claims(cluster, options):
+    for component in COMPONENTS:
+        options = component.options_in(cluster)
+        if options is not None and component.claims is not None:
+            for claim in component.claims(cluster, options):
                 if claim.kind == "disk":
                     yield claim.node, claim.loc, claim.value, claim.label

@@ -593,10 +593,10 @@ def test_upstream_manifests_per_engine(run_cli, tmp_path):
     from stellwerk.components import BY_KEY
     from stellwerk.release import UPSTREAM
 
-    module = BY_KEY["openebs"]
+    component = BY_KEY["openebs"]
     expected = {"hostpath": (), "lvm": ("openebs-lvm",), "zfs": ("openebs-zfs",), "mayastor": ()}
     for engine, names in expected.items():
-        assert module.upstream(module.Options.model_validate({"engine": engine})) == names
+        assert component.upstream(component.options.model_validate({"engine": engine})) == names
         assert all(name in UPSTREAM for name in names)
     # render says which pinned manifest is missing from the cache, naming this component's choice.
     cluster = write_cluster(tmp_path, cluster_text("      engine: zfs\n"))

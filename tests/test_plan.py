@@ -51,7 +51,7 @@ def test_mesh_addresses_are_distinct_and_inside_the_wireguard_network():
 
 def test_enabled_components_give_fragments_in_apply_order_and_their_labels_join_the_node():
     plan = plan_of(EXAMPLE.read_text())
-    assert [module.KEY for module, _ in plan.components()] == ["nvme", "hostProtection"]
+    assert [component.key for component, _ in plan.components()] == ["nvme", "hostProtection"]
     for node in plan.nodes:
         assert [fragment.component for fragment in node.fragments][:1] == ["nvme"]
         fragment_labels = {key for fragment in node.fragments for key, _ in fragment.labels}

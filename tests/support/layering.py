@@ -32,10 +32,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # `stellwerk` itself is the package's __init__ (its version); images.contract holds only the names the lab OS
     # image promises its readers (file names, labels, kernel arguments): the renderer and netboot rely on them.
     ("base", ("stellwerk.base", "stellwerk", "stellwerk.images.contract")),
-    # Ignition's config model, its merge rules and the Butane subset are the form snippets take in the cluster file.
+    # Ignition's config model, its merge rules and the Butane subset are the form snippets take in the cluster file;
+    # components.base holds the base of every component's options (and patches) and the Component record.
     ("spec", ("stellwerk.release", "stellwerk.spectypes", "stellwerk.yamlsource", "stellwerk.ignition.model",
-              "stellwerk.ignition.merge", "stellwerk.ignition.butane", "stellwerk.spec", "stellwerk.snippets",
-              "stellwerk.validation", "stellwerk.load")),
+              "stellwerk.ignition.merge", "stellwerk.ignition.butane", "stellwerk.components.base", "stellwerk.spec",
+              "stellwerk.snippets", "stellwerk.validation", "stellwerk.load")),
     ("plan", ("stellwerk.plan",)),
     ("secrets", ("stellwerk.x509", "stellwerk.pki", "stellwerk.wireguard", "stellwerk.tokens", "stellwerk.secrets",
                  "stellwerk.kubeconfig")),
