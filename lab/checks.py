@@ -53,8 +53,13 @@ def check_settled(node: str, report: Mapping) -> Check:
     state = (report.get("system") or "").strip() or "unknown"
     if state in SETTLED_STATES:
         return Check(node, "settled", True, f"system {state}")
-    jobs = [" ".join(line.split()[1:3]) for line in _lines(report.get("jobs"))[:4]]
-    waiting = f"; waiting for {', '.join(jobs)}" if jobs else ""
+    # What is running holds the boot up; what waits only follows it. The report's own run is left out: it is
+    # always running when it reports, and the boot does not wait for it.
+    jobs = [line.split() for line in _lines(report.get("jobs"))]
+    jobs = [fields for fields in jobs if len(fields) >= 4 and fields[1] != "stellwerk-lab-report.service"]
+    ordered = sorted(jobs, key=lambda fields: fields[3] != "running")[:6]
+    shown = [f"{fields[1]} {fields[2]}" + (" (running)" if fields[3] == "running" else "") for fields in ordered]
+    waiting = f"; waiting for {', '.join(shown)}" if shown else ""
     return Check(node, "settled", False, f"system {state}{waiting}")
 
 

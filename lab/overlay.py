@@ -34,8 +34,8 @@ def overlay(report_url: str, data_path: str | None = None) -> dict[str, Any]:
                                                                         report_url=report_url,
                                                                         data_path=data_path))}}]},
         "systemd": {"units": [
-            {"name": "stellwerk-lab-report.service", "enabled": True,
-             "contents": _render("stellwerk-lab-report.service.j2")},
+            # Not enabled: only its timer starts it (see the unit).
+            {"name": "stellwerk-lab-report.service", "contents": _render("stellwerk-lab-report.service.j2")},
             {"name": "stellwerk-lab-report.timer", "enabled": True,
              "contents": _render("stellwerk-lab-report.timer.j2", interval=REPORT_INTERVAL)},
         ]},

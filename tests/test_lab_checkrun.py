@@ -184,7 +184,7 @@ def test_a_node_that_never_settles_is_named_with_what_it_waits_for(loop_lab):
         run = checkrun.run_checks(lab, timeout=5, poll=0.2)
     found = results(run)
     assert found[("c3", "settled")].detail == ("not settled within 5 s: system starting; waiting for "
-                                                "stellwerk-slow.service start")
+                                                "stellwerk-slow.service start (running)")
     assert ("c3", "wireguard") not in found  # nothing of a node still starting is judged
     assert found[("c1", "settled")].ok and found[(None, "etcd")].ok
 
