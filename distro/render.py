@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__, release
+from . import release
 from .assets import WriteReport, claim_assets_dir, write_assets
 from .base.types import AssetFile
 from .bootstrap import bootstrap_objects
@@ -19,12 +19,13 @@ from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .load import load_cluster
+from .lockfile import LOCK_FILE, lock_document
 from .manifests import ComponentObjects, checked_component_objects, object_files
 from .netbootstore import store_files
 from .upstream import default_cache_dir, read_cached
 from .plan import Plan, make_plan
 from .secrets import Secrets, load_or_create_secrets
-from .base.yamlout import dump_yaml, dump_yaml_all
+from .base.yamlout import dump_yaml_all
 
 Progress = Callable[[str, int, int], None]
 
@@ -106,7 +107,7 @@ def _derived_files(plan: Plan, secrets: Secrets, components: ComponentObjects, p
     from .ignition.nodeconfig import render_node
 
     # 0600: the lock repeats inline snippets, which may hold credentials.
-    yield "cluster.lock.yaml", AssetFile(lock_document(plan).encode(), 0o600)
+    yield LOCK_FILE, AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
     for component, options, objects in components:
@@ -122,34 +123,6 @@ def _derived_files(plan: Plan, secrets: Secrets, components: ComponentObjects, p
         yield f"nodes/{node.name}/{rendered.file_name}", AssetFile(rendered.data, 0o600)
         if progress:
             progress("nodes", index, total)
-
-
-def lock_document(plan: Plan) -> str:
-    """The resolved cluster: every default filled in, every version pinned."""
-    document: dict[str, Any] = plan.cluster.model_dump(by_alias=True, mode="json")
-    kubernetes_version = plan.spec.kubernetes.version
-    document["resolved"] = {
-        "stellwerkVersion": __version__,
-        "images": {
-            component: release.control_plane_image(component, kubernetes_version)
-            for component in release.CONTROL_PLANE_COMPONENTS
-        },
-        "apiServiceIP": str(plan.api_service_ip),
-        "dnsServiceIP": str(plan.dns_service_ip),
-        "nodes": [
-            {
-                "name": node.name,
-                "role": node.role,
-                **({"pool": node.pool} if node.pool else {}),
-                "mac": node.mac,
-                "address": str(node.address),
-                **({"meshAddress": str(node.mesh_address)} if node.mesh_address else {}),
-            }
-            for node in plan.nodes
-        ],
-    }
-    header = "# Written by `stellwerk render`; do not edit. The cluster file is the source of truth.\n"
-    return header + dump_yaml(document)
 
 
 def _admin_kubeconfig(plan: Plan, secrets: Secrets) -> bytes:

@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from stellwerk.base.errors import Problem, UserError
+from stellwerk.lockfile import read_lock
 
 IPXE_DIR = Path("/usr/lib/ipxe")
 IPXE_FILES = ("undionly.kpxe", "ipxe.efi")
@@ -48,14 +48,6 @@ def tftp_root(ipxe_dir: Path, into: Path) -> Path:
             raise UserError(Problem(str(source), None, "", "not found; install Debian's ipxe package (apt-get install ipxe)"))
         shutil.copyfile(source, into / name)
     return into
-
-
-def _lock(assets_dir: Path) -> dict:
-    try:
-        return yaml.safe_load((assets_dir / "cluster.lock.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(Problem(str(assets_dir / "cluster.lock.yaml"), None, "",
-                                f"cannot read it ({exc}); run 'stellwerk render' first")) from None
 
 
 def _server_address(options: ServeOptions) -> ipaddress.IPv4Address:
@@ -88,12 +80,13 @@ def dhcp_server(options: ServeOptions, store, server_ip: ipaddress.IPv4Address, 
     pool = None
     reservations = []
     if options.dhcp == "full":
-        network = (_lock(options.assets_dir).get("spec") or {}).get("network") or {}
+        network = read_lock(options.assets_dir).spec.network
         start, end = options.dhcp_range or (None, None)
         try:
-            pool = Pool(network["nodeCIDR"], start=start, end=end, router=network.get("gateway"),
-                        dns=tuple(network.get("dns") or ()), mtu=network.get("mtu"))
-        except (KeyError, ValueError) as exc:
+            pool = Pool(str(network.node_cidr), start=start, end=end,
+                        router=str(network.gateway) if network.gateway else None,
+                        dns=tuple(str(server) for server in network.dns), mtu=network.mtu)
+        except ValueError as exc:
             raise UserError(Problem("--range", None, "", f"cannot serve DHCP for this cluster: {exc}")) from None
         for group in store.groups:
             mac, address = group.selector.get("mac"), group.metadata.get("address")

@@ -476,3 +476,20 @@ def test_lab_nodes_get_the_state_filesystem_on_their_install_disk_and_flatcar_no
     for config in (tmp_path / "rack/nodes").glob("*/ignition.json"):
         labels = [fs.get("label") for fs in json.loads(config.read_bytes())["storage"].get("filesystems", [])]
         assert "stellwerk-state" not in labels
+
+
+def test_the_lock_file_reads_back_as_a_typed_document(tmp_path):
+    from stellwerk.base.errors import UserError
+    from stellwerk.lockfile import read_lock
+    from stellwerk.render import render
+
+    render(EXAMPLE, tmp_path / "assets")
+    lock = read_lock(tmp_path / "assets")
+    assert str(lock.spec.network.node_cidr) == "10.213.0.0/24" and str(lock.resolved.dns_service_ip) == "10.3.0.10"
+    assert [node.name for node in lock.resolved.nodes] == ["c1", "c2", "c3", "w1"]
+    path = tmp_path / "assets" / "cluster.lock.yaml"
+    path.write_text(path.read_text().replace("nodeCIDR: 10.213.0.0/24", "nodeCIDR: not-a-network"))
+    with pytest.raises(UserError) as broken:
+        read_lock(tmp_path / "assets")
+    assert str(broken.value.problems[0]).startswith(f"{path}: spec.network.nodeCIDR: ")
+    assert "run 'stellwerk render' again" in str(broken.value.problems[0])
