@@ -17,6 +17,8 @@ import hashlib
 import re
 from typing import Any, Callable
 
+from stellwerk.base.problems import ProblemCollector
+
 from .model import Config, Directory, Dropin, File, Group, Link, Unit, User, decode_data_url
 
 VARIANT = "flatcar"
@@ -47,14 +49,8 @@ class SnippetError(Exception):
 # --------------------------------------------------------------------------- checking
 
 
-class _Checker:
+class _Checker(ProblemCollector):
     """Typed access to the parsed YAML that records problems instead of raising."""
-
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []
-
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append((path, message))
 
     def mapping(
         self, value: Any, path: str, allowed: tuple[str, ...], hints: dict[str, str] | None = None

@@ -23,6 +23,8 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
+from stellwerk.base.problems import ProblemCollector
+
 IGNITION_VERSION = "3.3.0"
 
 Owner = str | int | None
@@ -589,14 +591,8 @@ class ConfigParseError(ValueError):
         super().__init__("\n".join(f"{path}: {message}" if path else message for path, message in problems))
 
 
-class _Reader:
+class _Reader(ProblemCollector):
     """Walks parsed JSON, converting values and collecting every problem with its path."""
-
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []
-
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append((path, message))
 
     def obj(self, value: Any, path: str, allowed: Iterable[str]) -> dict[str, Any]:
         """`value` as an object; unknown keys are reported, null means empty."""

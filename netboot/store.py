@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from stellwerk.base.errors import Problem, UserError
+from stellwerk.base.problems import ProblemCollector
 
 # The config file of a node, by the profile's config kind (docs/design.md, section 3). An "installer" profile boots a
 # live system that installs the OS to disk; its config is made by netboot from the node's (for its ssh keys).
@@ -306,10 +307,8 @@ def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | 
     data = _read_json(root, path, problems)
     if data is None:
         return None
-    rel, before = _rel(root, path), len(problems)
-
-    def bad(where: str, message: str) -> None:
-        problems.append(Problem(rel, None, where, message))
+    found = ProblemCollector()
+    bad = found.problem
 
     _check_keys(data, _PROFILE_KEYS, {"id", "config"}, bad)
     _check_name(data, "id", path, bad)
@@ -350,7 +349,9 @@ def _load_profile(root: Path, path: Path, problems: list[Problem]) -> Profile | 
             "meaning; add the kernel or remove them")
     if kernel is None and config == "installer":
         bad("kernel", "is missing; an installer profile boots a live system over the network")
-    if len(problems) > before:
+    rel = _rel(root, path)
+    if found:
+        problems.extend(Problem(rel, None, where, message) for where, message in found)
         return None
     return Profile(id=profile_id, kernel=kernel, initrd=tuple(initrd), args=tuple(args), config=config, file=rel)
 
@@ -359,10 +360,8 @@ def _load_group(root: Path, path: Path, problems: list[Problem]) -> Group | None
     data = _read_json(root, path, problems)
     if data is None:
         return None
-    rel, before = _rel(root, path), len(problems)
-
-    def bad(where: str, message: str) -> None:
-        problems.append(Problem(rel, None, where, message))
+    found = ProblemCollector()
+    bad = found.problem
 
     # A misspelt "selector" must not turn a machine's group into a default group: unknown keys are errors.
     _check_keys(data, _GROUP_KEYS, {"name", "profile"}, bad)
@@ -390,7 +389,9 @@ def _load_group(root: Path, path: Path, problems: list[Problem]) -> Group | None
     node = metadata.get("node")
     if "node" in metadata and (not isinstance(node, str) or len(node) > 63 or not _NODE.fullmatch(node)):
         bad("metadata.node", f"{_short(node)} is not a node name (a DNS-1123 label such as c1)")
-    if len(problems) > before:
+    rel = _rel(root, path)
+    if found:
+        problems.extend(Problem(rel, None, where, message) for where, message in found)
         return None
     return Group(
         name=name,
