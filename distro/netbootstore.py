@@ -11,32 +11,31 @@ from typing import Any
 
 from .base.types import AssetFile
 from .ignition.nodeos import node_os
+from .netboot.documents import Group, Profile
 from .plan import Plan
 
 # Two-stage installs: the installed system boots its disk and asks for its config with os=installed.
-INSTALLED_PROFILE = {"id": "installed-disk", "config": "ignition"}
+INSTALLED_PROFILE = Profile(id="installed-disk", kernel=None, initrd=(), args=(), config="ignition",
+                            file="netboot/profiles/installed-disk.json")
 
 
 def store_files(plan: Plan) -> dict[str, AssetFile]:
     """The profile the node OS boots from the network, and one group per node (two with a two-stage install)."""
     nodeos = node_os(plan.spec.os.family)
     boot = nodeos.netboot_profile(plan)
-    two_stage = nodeos.installs_to_disk
-    files = {f"netboot/profiles/{boot['id']}.json": _json(boot)}
-    if two_stage:
-        files[f"netboot/profiles/{INSTALLED_PROFILE['id']}.json"] = _json(INSTALLED_PROFILE)
+    profiles = [boot, INSTALLED_PROFILE] if nodeos.installs_to_disk else [boot]
+    groups = []
     for node in plan.nodes:
         metadata: dict[str, Any] = {"node": node.name, "role": node.role, **({"pool": node.pool} if node.pool else {}),
                                     "address": str(node.address), "installDisk": node.install_disk}
         if nodeos.install_metadata is not None:
             metadata.update(nodeos.install_metadata(plan))
-        files[f"netboot/groups/{node.name}.json"] = _json(
-            {"name": node.name, "profile": boot["id"], "selector": {"mac": node.mac}, "metadata": metadata})
-        if two_stage:
-            files[f"netboot/groups/{node.name}-installed.json"] = _json(
-                {"name": f"{node.name}-installed", "profile": INSTALLED_PROFILE["id"],
-                 "selector": {"mac": node.mac, "os": "installed"}, "metadata": metadata})
-    return files
+        groups.append(Group.make(node.name, boot.id, {"mac": node.mac}, metadata, f"netboot/groups/{node.name}.json"))
+        if nodeos.installs_to_disk:
+            name = f"{node.name}-installed"
+            groups.append(Group.make(name, INSTALLED_PROFILE.id, {"mac": node.mac, "os": "installed"}, metadata,
+                                     f"netboot/groups/{name}.json"))
+    return {document.file: _json(document.document()) for document in (*profiles, *groups)}
 
 
 def _json(document: dict[str, Any]) -> AssetFile:

@@ -31,6 +31,8 @@ from types import MappingProxyType
 from stellwerk.base.errors import Problem, UserError
 from stellwerk.base.problems import ProblemCollector
 
+from .documents import Group, Profile
+
 # The config file of a node, by the profile's config kind (docs/design.md, section 3). An "installer" profile boots a
 # live system that installs the OS to disk; its config is made by netboot from the node's (for its ssh keys).
 CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml",
@@ -105,44 +107,6 @@ def normalize_label(key: str, value: str) -> str:
 def normalize_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """Normalized copy of a machine's labels. Empty values are dropped: iPXE expands an unset setting to ''."""
     return {key: normalize_label(key, value) for key, value in labels.items() if value != ""}
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How a machine boots. `kernel` and `initrd` are URL paths below /assets/ (files in ASSETS/boot/); a profile
-    without a kernel boots the machine from its local disk (an installed machine)."""
-
-    id: str
-    kernel: str | None
-    initrd: tuple[str, ...]
-    args: tuple[str, ...]
-    config: str
-    file: str  # relative to the assets directory, for messages
-
-
-@dataclass(frozen=True)
-class Group:
-    """Machines that match `selector` boot `profile` and receive the config of `metadata.node`."""
-
-    name: str
-    profile: str
-    selector: Mapping[str, str]
-    metadata: Mapping[str, object]
-    file: str  # relative to the assets directory, for messages
-    metadata_json: bytes = field(repr=False, compare=False)  # canonical JSON, as /metadata serves it
-
-    @property
-    def node(self) -> str | None:
-        node = self.metadata.get("node")
-        return node if isinstance(node, str) else None
-
-    @property
-    def is_default(self) -> bool:
-        return not self.selector
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """True when every selector key is among the (normalized) labels with the same value."""
-        return all(labels.get(key) == value for key, value in self.selector.items())
 
 
 @dataclass(frozen=True)
@@ -393,14 +357,7 @@ def _load_group(root: Path, path: Path, problems: list[Problem]) -> Group | None
     if found:
         problems.extend(Problem(rel, None, where, message) for where, message in found)
         return None
-    return Group(
-        name=name,
-        profile=profile,
-        selector=MappingProxyType(dict(sorted(selector.items()))),
-        metadata=_freeze(metadata),
-        file=rel,
-        metadata_json=json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(),
-    )
+    return Group.make(name, profile, selector, metadata, rel)
 
 
 def _selection(root: Path, group: Group, profiles: Mapping[str, Profile], problems: list[Problem]) -> Selection | None:
@@ -471,14 +428,6 @@ def _check_keys(data: dict, allowed: set[str], required: set[str], bad) -> None:
         bad(key, f"unknown key; the keys are {', '.join(sorted(allowed))}")
     for key in sorted(required - set(data)):
         bad(key, "is required")
-
-
-def _freeze(value: object) -> object:
-    if isinstance(value, dict):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    return value
 
 
 def _rel(root: Path, path: Path) -> str:

@@ -29,10 +29,11 @@ def test_the_spec_offers_exactly_the_registered_families():
 def test_the_netboot_profile_agrees_with_what_the_os_says_of_itself(family):
     nodeos, plan = node_os(family), plan_on(family)
     profile = nodeos.netboot_profile(plan)
-    assert profile["config"] == ("installer" if nodeos.installs_to_disk else nodeos.config_format)
+    assert profile.config == ("installer" if nodeos.installs_to_disk else nodeos.config_format)
     assert CONFIG_FILES[nodeos.config_format] == nodeos.config_file  # what netboot serves is what render wrote
     assert (nodeos.install_metadata is not None) == nodeos.installs_to_disk
-    assert profile["kernel"].startswith("/assets/") and all(i.startswith("/assets/") for i in profile["initrd"])
+    assert profile.kernel.startswith("/assets/") and all(i.startswith("/assets/") for i in profile.initrd)
+    assert profile.file == f"netboot/profiles/{profile.id}.json"
 
 
 @pytest.mark.parametrize("family", sorted(BY_FAMILY))

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 
+from stellwerk.netboot.documents import Profile
+
 from ..model import Config
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
@@ -20,6 +22,13 @@ CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 
 def no_parts(plan: Plan, node: NodePlan) -> tuple[Config, ...]:
     return ()
+
+
+def profile(profile_id: str, *, kernel: str | None, initrd: tuple[str, ...], args: tuple[str, ...],
+            config: str) -> Profile:
+    """A netboot profile, with the file render writes it to."""
+    return Profile(id=profile_id, kernel=kernel, initrd=initrd, args=args, config=config,
+                   file=f"netboot/profiles/{profile_id}.json")
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class NodeOS:
     host_parts: Callable[[Plan, NodePlan], tuple[Config, ...]]
     # How its nodes boot from the network: the netboot profile (matchbox-style JSON), and whether that profile
     # installs the OS to disk first (a two-stage install: installer, then the installed system's own config).
-    netboot_profile: Callable[[Plan], dict[str, Any]]
+    netboot_profile: Callable[[Plan], Profile]
     installs_to_disk: bool = False
     install_metadata: Callable[[Plan], dict[str, Any]] | None = None  # group metadata the installer reads
 

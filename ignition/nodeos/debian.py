@@ -3,18 +3,20 @@ from the network into Debian's installer."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 
-from .base import CONSOLE_ARGS, NodeOS, no_parts
+from stellwerk.netboot.documents import Profile
+
+from .base import CONSOLE_ARGS, NodeOS, no_parts, profile
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import Plan
 
 
-def netboot_profile(plan: Plan) -> dict[str, Any]:
-    return {"id": "debian", "kernel": "/assets/debian/linux", "initrd": ["/assets/debian/initrd.gz"],
-            "args": [*CONSOLE_ARGS], "config": "cloud-config"}
+def netboot_profile(plan: Plan) -> Profile:
+    return profile("debian", kernel="/assets/debian/linux", initrd=("/assets/debian/initrd.gz",), args=CONSOLE_ARGS,
+                   config="cloud-config")
 
 
 OS = NodeOS(

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from stellwerk import release
 
 from ..model import Config, File, Link
-from .base import CONSOLE_ARGS, NodeOS
+from stellwerk.netboot.documents import Profile
+
+from .base import CONSOLE_ARGS, NodeOS, profile
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import NodePlan, Plan
@@ -33,15 +35,13 @@ def sysext_config(plan: Plan, node: NodePlan) -> Config:
     return Config(files=tuple(files), links=tuple(links))
 
 
-def netboot_profile(plan: Plan) -> dict[str, Any]:
+def netboot_profile(plan: Plan) -> Profile:
     """Flatcar's PXE image boots an installer that writes the OS to the node's install disk."""
     os = plan.spec.os
     base = f"/assets/flatcar/{os.channel}/{os.version}"
-    return {"id": f"flatcar-{os.channel}-{os.version}-install",
-            "kernel": f"{base}/flatcar_production_pxe.vmlinuz",
-            "initrd": [f"{base}/flatcar_production_pxe_image.cpio.gz"],
-            "args": ["flatcar.first_boot=1", "ignition.platform.id=metal", *CONSOLE_ARGS],
-            "config": "installer"}
+    return profile(f"flatcar-{os.channel}-{os.version}-install", kernel=f"{base}/flatcar_production_pxe.vmlinuz",
+                   initrd=(f"{base}/flatcar_production_pxe_image.cpio.gz",),
+                   args=("flatcar.first_boot=1", "ignition.platform.id=metal", *CONSOLE_ARGS), config="installer")
 
 
 def install_metadata(plan: Plan) -> dict[str, Any]:

@@ -7,12 +7,14 @@ clean. Ignition's disks stage creates it on the node's install disk at first boo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stellwerk.images.contract import INITRD_FILE, KERNEL_ARGS, KERNEL_FILE, STATE_LABEL
 
 from ..model import Config, Filesystem
-from .base import NodeOS
+from stellwerk.netboot.documents import Profile
+
+from .base import NodeOS, profile
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import NodePlan, Plan
@@ -25,9 +27,9 @@ def state_filesystem_config(node: NodePlan) -> Config:
                                           wipe_filesystem=True),))
 
 
-def netboot_profile(plan: Plan) -> dict[str, Any]:
-    return {"id": "lab", "kernel": f"/assets/lab/{KERNEL_FILE}", "initrd": [f"/assets/lab/{INITRD_FILE}"],
-            "args": list(KERNEL_ARGS), "config": "ignition"}
+def netboot_profile(plan: Plan) -> Profile:
+    return profile("lab", kernel=f"/assets/lab/{KERNEL_FILE}", initrd=(f"/assets/lab/{INITRD_FILE}",),
+                   args=tuple(KERNEL_ARGS), config="ignition")
 
 
 OS = NodeOS(

@@ -30,8 +30,9 @@ FOLDERS = {"distro": "stellwerk", "ignition": "stellwerk.ignition", "components"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # `stellwerk` itself is the package's __init__ (its version); images.contract holds only the names the lab OS
-    # image promises its readers (file names, labels, kernel arguments): the renderer and netboot rely on them.
-    ("base", ("stellwerk.base", "stellwerk", "stellwerk.images.contract")),
+    # image promises its readers (file names, labels, kernel arguments), and netboot.documents the machine store's
+    # document types: the renderer writes what netboot reads.
+    ("base", ("stellwerk.base", "stellwerk", "stellwerk.images.contract", "stellwerk.netboot.documents")),
     # Ignition's config model, its merge rules and the Butane subset are the form snippets take in the cluster file;
     # components.base holds the base of every component's options (and patches) and the Component record.
     ("spec", ("stellwerk.release", "stellwerk.spectypes", "stellwerk.yamlsource", "stellwerk.ignition.model",
