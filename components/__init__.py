@@ -1,6 +1,6 @@
 """Cluster components: each turns a few lines under spec.components into Kubernetes
 objects and into node fragments (kernel modules, sysctls, udev rules, disks, units)
-that the plan merges into the nodes that need them.
+that each node's config merges in, on the nodes that need them.
 
 Every component module has the same shape:
 
@@ -24,10 +24,25 @@ Adding a component: its module, and its place in COMPONENTS.
 
 from __future__ import annotations
 
+from typing import Any
+
+from stellwerk.ignition.fragments import NodeFragment
+
 from . import host_protection, metallb, nvme, openebs, rook_ceph
-from .base import Component
+from .base import Component, ComponentOptions
 
 # The order manifests are applied in and fragments merged in.
 COMPONENTS: tuple[Component, ...] = tuple(Component.of(module) for module in (nvme, host_protection, metallb,
                                                                               rook_ceph, openebs))
 BY_KEY: dict[str, Component] = {component.key: component for component in COMPONENTS}
+
+
+def enabled(cluster: Any) -> list[tuple[Component, ComponentOptions]]:
+    """(component, its options) for every component the cluster enables, in apply order."""
+    return [(component, options) for component in COMPONENTS if (options := component.options_in(cluster)) is not None]
+
+
+def node_fragments(plan: Any, node: Any) -> tuple[NodeFragment, ...]:
+    """What the enabled components need on one node, in component order."""
+    return tuple(fragment for component, options in enabled(plan.cluster)
+                 if (fragment := component.node_fragments(plan, options, node)) is not None)

@@ -108,11 +108,11 @@ def components_fetch(cluster_file: Path | None, everything: bool, mirror: Path |
     if everything:
         names = list(UPSTREAM)
     else:
+        from .components import enabled
         from .load import load_cluster
-        from .plan import make_plan
 
-        plan = make_plan(load_cluster(cluster_file).cluster, cluster_file.parent)
-        names = [name for component, options in plan.components() for name in component.upstream(options)]
+        cluster = load_cluster(cluster_file).cluster
+        names = [name for component, options in enabled(cluster) for name in component.upstream(options)]
     cache = cache_dir or default_cache_dir()
     with download_bar() as progress:
         results = fetch([UPSTREAM[name] for name in names], cache, mirror=mirror, progress=progress)

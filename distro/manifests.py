@@ -7,6 +7,7 @@ from typing import Any
 
 from .base.errors import UserError
 from .base.types import AssetFile
+from .components import enabled
 from .components.base import Component, ComponentOptions
 from .plan import Plan
 from .yamlsource import SourceMap
@@ -23,7 +24,7 @@ def component_objects(plan: Plan) -> Iterator[tuple[Component, ComponentOptions,
     """(component, its options, its objects after patches) for each enabled component."""
     from .components.patches import PatchError, apply_patches
 
-    for component, options in plan.components():
+    for component, options in enabled(plan.cluster):
         objects = component.manifests(plan, options)
         try:
             objects = apply_patches(objects, options.patches)

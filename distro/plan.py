@@ -7,17 +7,12 @@ and which snippets apply to it, in merge order.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .spec import Cluster, Node, Taint
 from .base.types import Location, Role
-
-if TYPE_CHECKING:
-    from .components.base import Component, ComponentOptions
 
 ROLE_LABEL = "node.stellwerk.dev/role"
 POOL_LABEL = "node.stellwerk.dev/pool"
@@ -37,7 +32,6 @@ class NodePlan:
     labels: tuple[tuple[str, str], ...]
     taints: tuple[Taint, ...]
     snippets: tuple[tuple[Location, object], ...]
-    fragments: tuple[Any, ...] = ()  # NodeFragments from the components, in component order
 
     @property
     def is_controller(self) -> bool:
@@ -80,13 +74,6 @@ class Plan:
         host = f"[{endpoint}]" if ":" in endpoint else endpoint
         return f"https://{host}:6443"
 
-    def components(self) -> list[tuple[Component, ComponentOptions]]:
-        """(component, its options) for every component the cluster enables, in apply order."""
-        from .components import COMPONENTS
-
-        return [(component, options) for component in COMPONENTS
-                if (options := component.options_in(self.cluster)) is not None]
-
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
             if node.name == name:
@@ -97,26 +84,7 @@ class Plan:
 def make_plan(cluster: Cluster, base_dir: Path) -> Plan:
     nodes = [_node_plan(cluster, found.node, found.role, found.pool.name if found.pool else None,
                         found.pool.labels if found.pool else {}, found.taints) for found in cluster.spec.nodes()]
-    plan = Plan(cluster=cluster, base_dir=base_dir, nodes=tuple(nodes))
-    return _with_fragments(plan)
-
-
-def _with_fragments(plan: Plan) -> Plan:
-    """Ask each enabled component what it needs on each node; its labels join the node's."""
-    components = plan.components()
-    if not components:
-        return plan
-    nodes = []
-    for node in plan.nodes:
-        fragments = tuple(
-            fragment for component, options in components
-            if (fragment := component.node_fragments(plan, options, node)) is not None
-        )
-        labels = dict(node.labels)
-        for fragment in fragments:
-            labels.update(fragment.labels)
-        nodes.append(dataclasses.replace(node, fragments=fragments, labels=tuple(sorted(labels.items()))))
-    return dataclasses.replace(plan, nodes=tuple(nodes))
+    return Plan(cluster=cluster, base_dir=base_dir, nodes=tuple(nodes))
 
 
 def mesh_address(cluster: Cluster, address: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:

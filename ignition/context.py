@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from stellwerk.components import node_fragments
 from stellwerk.kubeconfig import kubeconfig
 from stellwerk.plan import NodePlan, Plan
 from stellwerk.secrets import Secrets
 from stellwerk.snippets import load_snippet
 from stellwerk.base.types import Location
 
+from .fragments import NodeFragment
 from .model import Config
 
 from stellwerk.base.templating import render_template
@@ -26,6 +28,20 @@ class RenderContext:
     plan: Plan
     secrets: Secrets
     _snippets: dict[Location, Config] = field(default_factory=dict, repr=False)
+    _fragments: dict[str, tuple[NodeFragment, ...]] = field(default_factory=dict, repr=False)
+
+    def fragments(self, node: NodePlan) -> tuple[NodeFragment, ...]:
+        """What the enabled components need on `node`, asked once per node."""
+        if node.name not in self._fragments:
+            self._fragments[node.name] = node_fragments(self.plan, node)
+        return self._fragments[node.name]
+
+    def node_labels(self, node: NodePlan) -> tuple[tuple[str, str], ...]:
+        """The node's labels and the ones its components add (a storage role, say), sorted by key."""
+        labels = dict(node.labels)
+        for fragment in self.fragments(node):
+            labels.update(fragment.labels)
+        return tuple(sorted(labels.items()))
 
     def snippet(self, loc: Location, item: object) -> Config:
         """A snippet translated once, however many nodes it applies to."""

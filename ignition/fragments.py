@@ -1,7 +1,7 @@
 """A component's host requirements on one node, and the Ignition config that puts them in place.
 
 Components describe what they need (kernel modules, sysctls, udev rules, kernel arguments, labels, files and
-units); the plan collects one fragment per component and node; the node config merges them in component order.
+units); the node config asks each enabled component for its fragment of the node and merges them in component order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .model import Config, File
 
 @dataclass(frozen=True)
 class NodeFragment:
-    """What a component needs on one node. The plan merges fragments into the node's config."""
+    """What a component needs on one node; the node config merges it in."""
 
     component: str
     kernel_modules: tuple[str, ...] = ()

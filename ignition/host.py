@@ -52,7 +52,7 @@ def host_config(context: RenderContext, node: NodePlan) -> Config:
         Unit(name="systemd-timesyncd.service", enabled=True),
         Unit(name="kubelet.service", enabled=True, contents=render_template("stellwerk.ignition", "kubelet.service.j2"),
              dropins=(Dropin(name="20-stellwerk.conf",
-                             contents=render_template("stellwerk.ignition", "kubelet-command.conf.j2", flags=k8s.kubelet_flags(plan, node))),)),
+                             contents=render_template("stellwerk.ignition", "kubelet-command.conf.j2", flags=k8s.kubelet_flags(node, context.node_labels(node)))),)),
     ]
     if plan.spec.wireguard.enabled:
         files += _wireguard_files(context, node)

@@ -22,14 +22,15 @@ CONTROLLER_MANAGER_KUBECONFIG = "/etc/kubernetes/controller-manager.conf"
 SCHEDULER_KUBECONFIG = "/etc/kubernetes/scheduler.conf"
 
 
-def kubelet_flags(plan: Plan, node: NodePlan) -> list[str]:
+def kubelet_flags(node: NodePlan, labels: tuple[tuple[str, str], ...]) -> list[str]:
+    """The kubelet's command line; `labels` are the node's and its components' (RenderContext.node_labels)."""
     flags = [
         f"--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}",
         f"--kubeconfig={KUBELET_KUBECONFIG}",
         f"--config={KUBELET_CONFIG}",
         f"--node-ip={node.address}",
         f"--hostname-override={node.name}",
-        "--node-labels=" + ",".join(f"{key}={value}" for key, value in node.labels),
+        "--node-labels=" + ",".join(f"{key}={value}" for key, value in labels),
     ]
     if node.taints:
         flags.append("--register-with-taints=" + ",".join(f"{t.key}={t.value}:{t.effect}" for t in node.taints))

@@ -32,7 +32,7 @@ def node_config(context: RenderContext, node: NodePlan) -> Config:
     parts = [host_config(context, node), *node_os(context.plan.spec.os.family).host_parts(context.plan, node)]
     if node.is_controller:
         parts.append(controller_config(context, node))
-    parts += [fragment_config(fragment) for fragment in node.fragments]
+    parts += [fragment_config(fragment) for fragment in context.fragments(node)]
     for loc, item in node.snippets:
         parts.append(context.snippet(loc, item))
     return merge(*parts)

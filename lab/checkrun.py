@@ -37,10 +37,9 @@ FIRST_RETRY, LONGEST_RETRY = 2.0, 20.0  # back-off of the host's own probes (fir
 
 
 def component_options(lab: Lab, key: str):
-    for component, options in lab.plan.components():
-        if component.key == key:
-            return options
-    return None
+    from stellwerk.components import BY_KEY
+
+    return BY_KEY[key].options_in(lab.plan.cluster)
 
 
 @dataclass

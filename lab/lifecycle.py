@@ -179,7 +179,9 @@ def _spawn(lab: Lab, name: str, command: list[str]) -> int:
 
 def _services(lab: Lab, say: Callable[[str], None]) -> None:
     host = lab.state.host_address
-    nvme = next((options for component, options in lab.plan.components() if component.key == "nvme"), None)
+    from stellwerk.components import BY_KEY
+
+    nvme = BY_KEY["nvme"].options_in(lab.plan.cluster)
     data_path = nvme.raid.mount_path if nvme is not None and nvme.raid is not None else None
     (lab.directory / OVERLAY).write_bytes(overlay_bytes(f"http://{host}:{COLLECTOR_PORT}/report", data_path))
     _spawn(lab, "collector", [sys.executable, "-m", "stellwerk.lab.collector", str(lab.directory), "--listen", host,

@@ -49,15 +49,15 @@ def test_mesh_addresses_are_distinct_and_inside_the_wireguard_network():
     assert all(node.mesh_address is None for node in off.nodes)
 
 
-def test_enabled_components_give_fragments_in_apply_order_and_their_labels_join_the_node():
+def test_the_plan_asks_no_component_and_the_components_say_what_each_node_needs():
+    from stellwerk.components import enabled, node_fragments
+
     plan = plan_of(EXAMPLE.read_text())
-    assert [component.key for component, _ in plan.components()] == ["nvme", "hostProtection"]
+    assert [component.key for component, _ in enabled(plan.cluster)] == ["nvme", "hostProtection"]
     for node in plan.nodes:
-        assert [fragment.component for fragment in node.fragments][:1] == ["nvme"]
-        fragment_labels = {key for fragment in node.fragments for key, _ in fragment.labels}
-        assert fragment_labels <= set(dict(node.labels))
+        assert [fragment.component for fragment in node_fragments(plan, node)][:1] == ["nvme"]
     bare = plan_of(BASE_EXAMPLE_TEXT)
-    assert bare.components() == [] and all(node.fragments == () for node in bare.nodes)
+    assert enabled(bare.cluster) == [] and all(node_fragments(bare, node) == () for node in bare.nodes)
 
 
 def test_snippets_reach_the_nodes_they_name_in_merge_order():

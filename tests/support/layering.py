@@ -4,10 +4,10 @@ Layers, lowest first. A module may import its own layer and the ones below, neve
 
     base            errors, problems, file writes, YAML output, templating, shared types, the lab OS's names
     spec            the cluster file: parsing, typed model, release pins, snippets (Ignition's model), validation
-    plan            Cluster -> Plan
+    plan            Cluster -> Plan, and what it is made for: the node OSes and the shape of a node fragment
     secrets         PKI, WireGuard keys, tokens, kubeconfigs
-    node configs    Ignition and cloud-init per node
-    manifests       components and the cluster's Kubernetes objects
+    manifests       components (their objects and node fragments) and the cluster's Kubernetes objects
+    node configs    Ignition and cloud-init per node, with the fragments the components ask for
     assets          render: the assets directory, the netboot store, upstream manifests
     consumers       netboot, images, lab
     cli             every command group (stellwerk.cli and each folder's cli.py)
@@ -38,11 +38,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("spec", ("stellwerk.release", "stellwerk.spectypes", "stellwerk.yamlsource", "stellwerk.ignition.model",
               "stellwerk.ignition.merge", "stellwerk.ignition.butane", "stellwerk.components.base", "stellwerk.spec",
               "stellwerk.snippets", "stellwerk.validation", "stellwerk.load")),
-    ("plan", ("stellwerk.plan",)),
+    ("plan", ("stellwerk.plan", "stellwerk.ignition.nodeos", "stellwerk.ignition.fragments")),
     ("secrets", ("stellwerk.x509", "stellwerk.pki", "stellwerk.wireguard", "stellwerk.tokens", "stellwerk.secrets",
                  "stellwerk.kubeconfig")),
-    ("node configs", ("stellwerk.ignition",)),
     ("manifests", ("stellwerk.components", "stellwerk.bootstrap", "stellwerk.manifests")),
+    ("node configs", ("stellwerk.ignition",)),
     ("assets", ("stellwerk.assets", "stellwerk.upstream", "stellwerk.netbootstore", "stellwerk.lockfile",
                 "stellwerk.render", "stellwerk.summary", "stellwerk.starter")),
     ("consumers", ("stellwerk.netboot", "stellwerk.images", "stellwerk.lab")),
