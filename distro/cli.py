@@ -47,13 +47,9 @@ def init(directory: Path, platform: str) -> None:
 @click.argument("cluster_file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(cluster_file: Path) -> None:
     """Check CLUSTER_FILE; print one line per problem."""
-    from .load import load_cluster
-    from .manifests import checked_component_objects
-    from .plan import make_plan
+    from .manifests import load_checked
 
-    loaded = load_cluster(cluster_file)
-    checked_component_objects(make_plan(loaded.cluster, cluster_file.parent), loaded.source)
-    spec = loaded.cluster.spec
+    spec = load_checked(cluster_file).plan.spec
     workers = sum(len(pool.nodes) for pool in spec.worker_pools)
     click.echo(f"{cluster_file}: valid ({len(spec.controllers)} controllers, {workers} workers)")
 
@@ -109,9 +105,9 @@ def components_fetch(cluster_file: Path | None, everything: bool, mirror: Path |
         names = list(UPSTREAM)
     else:
         from .components import enabled
-        from .load import load_cluster
+        from .manifests import load_checked
 
-        cluster = load_cluster(cluster_file).cluster
+        cluster = load_checked(cluster_file).plan.cluster
         names = [name for component, options in enabled(cluster) for name in component.upstream(options)]
     cache = cache_dir or default_cache_dir()
     with download_bar() as progress:

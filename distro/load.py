@@ -29,7 +29,8 @@ class LoadedCluster:
 
 
 def load_cluster(path: Path) -> LoadedCluster:
-    """Load and fully validate a cluster file; raise UserError listing every problem."""
+    """Load a cluster file and check it on its own; raise UserError listing every problem. Patches are checked
+    against the objects they change, after the plan: stellwerk.manifests.load_checked does both."""
     from .validation import check_cluster  # validation imports components; keep the base load import-light
 
     display = str(path)

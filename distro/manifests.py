@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .base.errors import UserError
 from .base.types import AssetFile
 from .components import enabled
 from .components.base import Component, ComponentOptions
-from .plan import Plan
+from .load import LoadedCluster, load_cluster
+from .plan import Plan, make_plan
 from .yamlsource import SourceMap
 from .base.yamlout import dump_yaml
 
@@ -34,6 +37,23 @@ def component_objects(plan: Plan) -> Iterator[tuple[Component, ComponentOptions,
 
 
 ComponentObjects = list[tuple[Component, ComponentOptions, list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class CheckedCluster:
+    """A cluster file that passed every check: the file on its own, then its components' objects with the
+    operator's patches. What `validate` checks; `render` goes on from here, with the objects built once."""
+
+    loaded: LoadedCluster
+    plan: Plan
+    components: ComponentObjects
+
+
+def load_checked(cluster_file: Path) -> CheckedCluster:
+    """Load `cluster_file` and check it through: a UserError lists every problem, as `validate` prints them."""
+    loaded = load_cluster(cluster_file)
+    plan = make_plan(loaded.cluster, cluster_file.parent)
+    return CheckedCluster(loaded, plan, checked_component_objects(plan, loaded.source))
 
 
 def checked_component_objects(plan: Plan, source: SourceMap) -> ComponentObjects:

@@ -1,7 +1,7 @@
 """The cluster PKI in kubeadm's file layout: load what exists, create what is missing.
 
 The PKI is persisted state, not output: once a key is on disk it is the key, and
-re-rendering must never swap it for another (docs/design.md, section 6). So this module
+re-rendering must never swap it for another (docs/design.md, section 3). So this module
 works in three phases:
 
 1. read and validate every file that exists; any problem raises SecretsError

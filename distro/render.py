@@ -18,12 +18,11 @@ from .bootstrap import bootstrap_objects
 from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
-from .load import load_cluster
 from .lockfile import LOCK_FILE, lock_document
-from .manifests import ComponentObjects, checked_component_objects, object_files
+from .manifests import ComponentObjects, load_checked, object_files
 from .netbootstore import store_files
 from .upstream import default_cache_dir, read_cached
-from .plan import Plan, make_plan
+from .plan import Plan
 from .secrets import Secrets, load_or_create_secrets
 from .base.yamlout import dump_yaml_all
 
@@ -45,10 +44,10 @@ def default_assets_dir(plan: Plan) -> Path:
 
 def render(cluster_file: Path, output: Path | None = None, *, now: datetime | None = None,
            progress: Progress | None = None, cache_dir: Path | None = None) -> RenderResult:
-    loaded = load_cluster(cluster_file)
-    plan = make_plan(loaded.cluster, cluster_file.parent)
-    # Patches can only be checked against the objects they change: built here, once, before anything is written.
-    components = checked_component_objects(plan, loaded.source)
+    # Everything is checked (patches against the objects they change) before anything is written; the components'
+    # objects are built here, once, and written below.
+    checked = load_checked(cluster_file)
+    plan, components = checked.plan, checked.components
     assets_dir = output if output is not None else default_assets_dir(plan)
     claim_assets_dir(assets_dir, plan.name)
     secrets = load_or_create_secrets(assets_dir, plan, now=now)

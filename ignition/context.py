@@ -75,7 +75,8 @@ class RenderContext:
         """Each node's [WireGuardPeer] section, as every other node lists it."""
         wireguard = self.plan.spec.wireguard
         return {
-            peer.name: render_template("stellwerk.ignition", 
+            peer.name: render_template(
+                "stellwerk.ignition",
                 "wg0-peer.j2",
                 name=peer.name,
                 public_key=self.secrets.wireguard[peer.name].public_key,

@@ -52,7 +52,8 @@ def host_config(context: RenderContext, node: NodePlan) -> Config:
         Unit(name="systemd-timesyncd.service", enabled=True),
         Unit(name="kubelet.service", enabled=True, contents=render_template("stellwerk.ignition", "kubelet.service.j2"),
              dropins=(Dropin(name="20-stellwerk.conf",
-                             contents=render_template("stellwerk.ignition", "kubelet-command.conf.j2", flags=k8s.kubelet_flags(node, context.node_labels(node)))),)),
+                             contents=render_template("stellwerk.ignition", "kubelet-command.conf.j2",
+                                                      flags=k8s.kubelet_flags(node, context.node_labels(node)))),)),
     ]
     if plan.spec.wireguard.enabled:
         files += _wireguard_files(context, node)
@@ -66,7 +67,8 @@ def _kernel_modules(plan: Plan) -> tuple[str, ...]:
 
 def _node_network(plan: Plan, node: NodePlan) -> str:
     network = plan.spec.network
-    return render_template("stellwerk.ignition", 
+    return render_template(
+        "stellwerk.ignition",
         "node.network.j2",
         mac=node.mac,
         mtu=network.mtu,
@@ -81,14 +83,16 @@ def _node_network(plan: Plan, node: NodePlan) -> str:
 def _wireguard_files(context: RenderContext, node: NodePlan) -> list[File]:
     plan, secrets = context.plan, context.secrets
     wireguard = plan.spec.wireguard
-    netdev = render_template("stellwerk.ignition", 
+    netdev = render_template(
+        "stellwerk.ignition",
         "wg0.netdev.j2",
         cluster=plan.name,
         private_key_file=WIREGUARD_KEY_FILE,
         port=wireguard.port,
         peers=context.wireguard_peers_of(node),
     )
-    network = render_template("stellwerk.ignition", "wg0.network.j2", address=node.mesh_address, prefix_length=wireguard.network.prefixlen)
+    network = render_template("stellwerk.ignition", "wg0.network.j2", address=node.mesh_address,
+                              prefix_length=wireguard.network.prefixlen)
     return [
         File(path=WIREGUARD_KEY_FILE, contents=(secrets.wireguard[node.name].private_key + "\n").encode(),
              mode=0o600, user=WIREGUARD_KEY_OWNER, group=WIREGUARD_KEY_OWNER),

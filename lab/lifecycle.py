@@ -67,15 +67,10 @@ class Lab:
 
 
 def load_plan(cluster_file: Path) -> Plan:
-    return _load(cluster_file)[1]
-
-
-def _load(cluster_file: Path):
     from stellwerk.load import load_cluster
     from stellwerk.plan import make_plan
 
-    loaded = load_cluster(cluster_file)
-    return loaded, make_plan(loaded.cluster, cluster_file.parent)
+    return make_plan(load_cluster(cluster_file).cluster, cluster_file.parent)
 
 
 def domain_name(cluster: str, node: str) -> str:
@@ -102,7 +97,11 @@ def bridge_name(cluster: str) -> str:
 
 def up(options: LabOptions, progress: Callable[[Lab], None] | None = None, say: Callable[[str], None] = print
        ) -> Lab:
-    loaded, plan = _load(options.cluster_file)
+    from stellwerk.manifests import load_checked
+
+    # All of it checked, patches too, before an existing lab is touched.
+    checked = load_checked(options.cluster_file)
+    loaded, plan = checked.loaded, checked.plan
     unknown = sorted(set(options.uefi) - {node.name for node in plan.nodes})
     if unknown:
         raise UserError(Problem("--uefi", None, "", f"{', '.join(unknown)} is not a node of this cluster"))

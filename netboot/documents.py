@@ -9,6 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+# The config file of a node, by the profile's config kind (docs/design.md, section 3): render writes it, netboot
+# serves it. An "installer" profile boots a live system that installs the OS to disk; its config is made by netboot
+# from the node's (for its ssh keys).
+CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml",
+                                                    "installer": "ignition.json"})
 
 @dataclass(frozen=True)
 class Profile:

@@ -31,12 +31,8 @@ from types import MappingProxyType
 from stellwerk.base.errors import Problem, UserError
 from stellwerk.base.problems import ProblemCollector
 
-from .documents import Group, Profile
+from .documents import CONFIG_FILES, Group, Profile
 
-# The config file of a node, by the profile's config kind (docs/design.md, section 3). An "installer" profile boots a
-# live system that installs the OS to disk; its config is made by netboot from the node's (for its ssh keys).
-CONFIG_FILES: Mapping[str, str] = MappingProxyType({"ignition": "ignition.json", "cloud-config": "cloud-config.yaml",
-                                                    "installer": "ignition.json"})
 # Kernel arguments that netboot appends itself; a profile that sets them would boot with two conflicting values.
 RESERVED_ARGS = ("ignition.config.url=", "ds=", "initrd=")
 

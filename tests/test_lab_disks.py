@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from support.clusters import write_cluster
 from support.paths import EXAMPLE
 from stellwerk.lab import disks
-from stellwerk.lab.lifecycle import _load, domain_name
+from stellwerk.lab.lifecycle import domain_name
 from stellwerk.load import load_cluster
 
 
 def lab_problems(path):
-    loaded, plan = _load(path)
-    return [str(problem) for problem in disks.problems(loaded, lambda node: domain_name(plan.name, node))]
+    loaded = load_cluster(path)
+    name = loaded.cluster.metadata.name
+    return [str(problem) for problem in disks.problems(loaded, lambda node: domain_name(name, node))]
 
 
 def test_every_name_udev_gives_a_lab_disk():
@@ -67,4 +67,18 @@ def test_lab_up_refuses_it_before_it_makes_anything(tmp_path, run_cli):
     assert result.code == 2, result.err
     assert "spec.workerPools[0].nodes[0].installDisk: node w1: installDisk /dev/sda is not a disk of a lab VM" in \
         result.err
+    assert "Traceback" not in result.err and not root.exists()
+
+
+def test_lab_up_checks_patches_before_it_touches_anything(tmp_path, run_cli):
+    pytest.importorskip("libvirt")
+    text = EXAMPLE.read_text().replace(
+        "        - {name: lab-etcd-check, protocol: tcp, ports: [2379], from: [10.213.0.1/32], roles: [controller]}\n",
+        "        - {name: lab-etcd-check, protocol: tcp, ports: [2379], from: [10.213.0.1/32], roles: [controller]}\n"
+        "      patches:\n"
+        "        - {target: {kind: HostEndpoint, name: stellwerk-host-telnet}, merge: {metadata: {annotations: {a: b}}}}\n")
+    assert "stellwerk-host-telnet" in text
+    root = tmp_path / "labs"
+    result = run_cli("lab", "up", write_cluster(tmp_path, text), "--lab-dir", root)
+    assert result.code == 2 and "spec.components.hostProtection.patches[0]" in result.err, result.err
     assert "Traceback" not in result.err and not root.exists()

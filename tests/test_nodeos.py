@@ -9,7 +9,6 @@ import pytest
 
 from stellwerk.ignition.nodeos import BY_FAMILY, families_that, node_os
 from stellwerk.load import parse_cluster
-from stellwerk.netboot.store import CONFIG_FILES
 from stellwerk.plan import make_plan
 from stellwerk.spec import OS
 from support.paths import BASE_EXAMPLE_TEXT, REPO
@@ -30,7 +29,6 @@ def test_the_netboot_profile_agrees_with_what_the_os_says_of_itself(family):
     nodeos, plan = node_os(family), plan_on(family)
     profile = nodeos.netboot_profile(plan)
     assert profile.config == ("installer" if nodeos.installs_to_disk else nodeos.config_format)
-    assert CONFIG_FILES[nodeos.config_format] == nodeos.config_file  # what netboot serves is what render wrote
     assert (nodeos.install_metadata is not None) == nodeos.installs_to_disk
     assert profile.kernel.startswith("/assets/") and all(i.startswith("/assets/") for i in profile.initrd)
     assert profile.file == f"netboot/profiles/{profile.id}.json"

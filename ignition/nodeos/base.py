@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 
-from stellwerk.netboot.documents import Profile
+from stellwerk.netboot.documents import CONFIG_FILES, Profile
 
 from ..model import Config
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:  # the plan imports the spec, which imports the components, wh
     from stellwerk.plan import NodePlan, Plan
 
 ConfigFormat = Literal["ignition", "cloud-config"]
-CONFIG_FILES: dict[str, str] = {"ignition": "ignition.json", "cloud-config": "cloud-config.yaml"}
 CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 
 

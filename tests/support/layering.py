@@ -80,7 +80,7 @@ def layer_of(module: str) -> int:
             if (module == prefix or below) and len(prefix) > best_length:
                 best, best_length = index, len(prefix)
     if best is None:
-        raise KeyError(f"{module} is in no layer: add it to LAYERS in tests/layering.py")
+        raise KeyError(f"{module} is in no layer: add it to LAYERS in tests/support/layering.py")
     return best
 
 
