@@ -330,7 +330,7 @@ def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
             seen.add(name)
         if not options.nodes:
             yield (*_HERE, "nodes"), "is empty; list the nodes that carry storage, or remove the key to use every worker"
-    elif not any(pool.nodes for pool in cluster.spec.worker_pools):
+    elif not any(found.role == "worker" for found in cluster.spec.nodes()):
         yield (*_HERE, "nodes"), ("the cluster has no workers to carry storage; list the nodes that should "
                                   "(controllers are allowed) under nodes")
 

@@ -257,9 +257,9 @@ def claims(cluster: Cluster, options: Options) -> Iterator[Claim]:
     base = ("spec", "components", KEY)
     if not options.nodes:
         if options.device_filter:
-            for pool in cluster.spec.worker_pools:
-                for node in pool.nodes:
-                    yield Claim(node.name, "disk-filter", options.device_filter, (*base, "deviceFilter"),
+            for found in cluster.spec.nodes():
+                if found.role == "worker":
+                    yield Claim(found.name, "disk-filter", options.device_filter, (*base, "deviceFilter"),
                                 "rookCeph.deviceFilter")
         return
     for index, osd_node in enumerate(options.nodes):
