@@ -1,0 +1,139 @@
+"""Every flag Stellwerk gives a Kubernetes binary or etcd, and every KubeletConfiguration field it writes, exists in
+the upstream release it runs: no server binary reaches this machine, so the proof is against the flag lists of the
+pinned releases, kept as data in tests/data/upstream/ with where each was taken from (see its README.md)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stellwerk.ignition.model import decode_data_url
+from support.clusters import write_cluster
+from support.paths import EXAMPLE
+
+DATA = Path(__file__).resolve().parent / "data" / "upstream"
+VERSIONS = ("1.29.0", "1.30.0", "1.31.4", "1.32.0")  # each supported minor; 1.31.4 is the release's default
+ETCD_VERSION = "3.5.16"
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# Deprecated flags Stellwerk still gives, each with why; any other deprecated flag fails.
+DEPRECATED_ON_PURPOSE = {
+    ("kubelet", "register-with-taints"): "taints differ per pool, and the KubeletConfiguration is shared per role",
+}
+
+
+@cache
+def upstream(binary: str, version: str) -> dict:
+    return json.loads((DATA / f"{binary}-v{version}.json").read_text())
+
+
+def unknown_flags(binary: str, version: str, arguments: list[str]) -> list[str]:
+    """The flags among `arguments` that `binary` at `version` does not accept (names as written, dashes dropped)."""
+    known = set(upstream(binary, version)["flags"])
+    names = [argument[2:].split("=", 1)[0] for argument in arguments if argument.startswith("--")]
+    return [name for name in names if name.replace("_", "-") not in known]
+
+
+def deprecated_flags(binary: str, version: str, arguments: list[str]) -> list[str]:
+    deprecated = set(upstream(binary, version)["deprecated"])
+    names = [argument[2:].split("=", 1)[0] for argument in arguments if argument.startswith("--")]
+    return [name for name in names if name in deprecated and (binary, name) not in DEPRECATED_ON_PURPOSE]
+
+
+def command_of(unit_text: str, binary: str) -> list[str]:
+    """The arguments of the unit's last ExecStart= that runs `binary` (continuation lines joined)."""
+    joined = unit_text.replace("\\\n", " ")
+    lines = [line for line in joined.splitlines() if line.startswith("ExecStart=") and binary in line]
+    return shlex.split(lines[-1][len("ExecStart="):])[1:]
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def controller(request, tmp_path_factory) -> tuple[str, dict]:
+    """(version, c1's rendered Ignition config) for the lab example at that Kubernetes version."""
+    from stellwerk.render import render
+
+    work = tmp_path_factory.mktemp(f"k8s-{request.param}")
+    text = EXAMPLE.read_text().replace('version: "1.31.4"', f'version: "{request.param}"')
+    assert f'version: "{request.param}"' in text
+    render(write_cluster(work, text), work / "assets")
+    return request.param, json.loads((work / "assets/nodes/c1/ignition.json").read_text())
+
+
+def files_of(config: dict) -> dict[str, bytes]:
+    return {entry["path"]: decode_data_url(entry["contents"]["source"]) for entry in config["storage"]["files"]
+            if entry.get("contents", {}).get("source", "").startswith("data:")}
+
+
+def units_of(config: dict) -> dict[str, str]:
+    found = {}
+    for unit in config["systemd"]["units"]:
+        found[unit["name"]] = unit.get("contents", "")
+        for dropin in unit.get("dropins", []):
+            found[f"{unit['name']}/{dropin['name']}"] = dropin["contents"]
+    return found
+
+
+def test_control_plane_flags_exist_in_the_release(controller):
+    version, config = controller
+    files = files_of(config)
+    for binary in CONTROL_PLANE:
+        pod = yaml.safe_load(files[f"/etc/kubernetes/manifests/{binary}.yaml"])
+        command = pod["spec"]["containers"][0]["command"]
+        assert command[0] == binary
+        assert unknown_flags(binary, version, command[1:]) == [], f"{binary} v{version}"
+        assert deprecated_flags(binary, version, command[1:]) == [], f"{binary} v{version}"
+
+
+def test_kubelet_flags_exist_in_the_release(controller):
+    version, config = controller
+    arguments = command_of(units_of(config)["kubelet.service/20-stellwerk.conf"], "/usr/bin/kubelet")
+    assert len(arguments) > 3
+    assert unknown_flags("kubelet", version, arguments) == []
+    assert deprecated_flags("kubelet", version, arguments) == []
+
+
+def test_etcd_flags_exist_in_the_pinned_etcd(controller):
+    from stellwerk import release
+
+    assert release.ETCD_VERSION == ETCD_VERSION  # the list below is for this release; a new pin needs its list
+    _, config = controller
+    arguments = command_of(units_of(config)["etcd.service"], "/usr/bin/etcd")
+    assert len(arguments) > 10
+    assert unknown_flags("etcd", ETCD_VERSION, arguments) == []
+    assert deprecated_flags("etcd", ETCD_VERSION, arguments) == []
+
+
+def test_kubelet_configuration_fields_exist_in_the_pinned_types(controller):
+    version, config = controller
+    if version != "1.31.4":
+        pytest.skip("the KubeletConfiguration field list is kept for the release's default version only")
+    fields = set(json.loads((DATA / "kubelet-config-v1beta1-v1.31.4.json").read_text())["fields"])
+    document = yaml.safe_load(files_of(config)["/etc/kubernetes/kubelet.yaml"])
+    assert document["apiVersion"] == "kubelet.config.k8s.io/v1beta1" and document["kind"] == "KubeletConfiguration"
+
+    def paths(value: object, prefix: str = "") -> list[str]:
+        if not isinstance(value, dict):
+            return [prefix]
+        found = []
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            # a map the types hold as map[string]... (evictionHard, say) ends the path at its own name
+            found += [path] if path in fields and not any(f.startswith(path + ".") for f in fields) else \
+                paths(item, path)
+        return found
+
+    assert [path for path in paths(document) if path not in fields] == []
+
+
+def test_the_check_fails_on_a_flag_the_release_does_not_have():
+    # insecure-port was removed in 1.24; a kubelet flag on the apiserver is as wrong
+    assert unknown_flags("kube-apiserver", "1.31.4", ["--secure-port=6443", "--insecure-port=0"]) == ["insecure-port"]
+    assert unknown_flags("kube-apiserver", "1.31.4", ["--node-labels=a=b"]) == ["node-labels"]
+    assert unknown_flags("etcd", ETCD_VERSION, ["--name=c1", "--initial-cluster-stat=new"]) == ["initial-cluster-stat"]
+    assert deprecated_flags("kubelet", "1.31.4", ["--pod-infra-container-image=x"]) == ["pod-infra-container-image"]
+    assert command_of("ExecStart=\nExecStart=/usr/bin/kubelet \\\n  --a=1 \\\n  --b\n", "/usr/bin/kubelet") == [
+        "--a=1", "--b"]
