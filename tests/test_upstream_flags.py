@@ -107,10 +107,9 @@ def test_etcd_flags_exist_in_the_pinned_etcd(controller):
     assert deprecated_flags("etcd", ETCD_VERSION, arguments) == []
 
 
+@pytest.mark.parametrize("controller", ["1.31.4"], indirect=True)  # the field list is kept for the default only
 def test_kubelet_configuration_fields_exist_in_the_pinned_types(controller):
-    version, config = controller
-    if version != "1.31.4":
-        pytest.skip("the KubeletConfiguration field list is kept for the release's default version only")
+    _, config = controller
     fields = set(json.loads((DATA / "kubelet-config-v1beta1-v1.31.4.json").read_text())["fields"])
     document = yaml.safe_load(files_of(config)["/etc/kubernetes/kubelet.yaml"])
     assert document["apiVersion"] == "kubelet.config.k8s.io/v1beta1" and document["kind"] == "KubeletConfiguration"
