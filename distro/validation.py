@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .base.errors import Problem
 from .snippets import SnippetProblem, load_snippet
-from .spec import Cluster, Node
+from .spec import Cluster
 from .base.types import Location
 from .yamlsource import SourceMap
 
@@ -34,11 +34,6 @@ def check_cluster(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[P
     problems += _snippet_problems(cluster, source, base_dir)
     problems.sort(key=lambda p: (p.line or 0, p.path))
     return problems
-
-
-def nodes_with_locations(cluster: Cluster) -> Iterator[tuple[Location, Node]]:
-    for found in cluster.spec.nodes():
-        yield found.location, found.node
 
 
 def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:
@@ -78,7 +73,8 @@ def _quorum(cluster: Cluster) -> Iterator[tuple[Location, str]]:
 def _uniqueness(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     for attribute in ("name", "mac", "address"):
         first: dict[str, Location] = {}
-        for loc, node in nodes_with_locations(cluster):
+        for found in cluster.spec.nodes():
+            loc, node = found.location, found.node
             value = str(getattr(node, attribute))
             if value in first:
                 yield (*loc, attribute), f"{attribute} {value} is already used by {_where(first[value])}; every node needs its own"
@@ -102,7 +98,8 @@ def _addresses(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     network = cluster.spec.network
     cidr = network.node_cidr
     reserved = {cidr.network_address, cidr.broadcast_address} if cidr.prefixlen < 31 else set()
-    for loc, node in nodes_with_locations(cluster):
+    for found in cluster.spec.nodes():
+        loc, node = found.location, found.node
         if node.address not in cidr:
             yield (*loc, "address"), f"{node.address} is outside network.nodeCIDR {cidr}; use an address in it or widen nodeCIDR"
         elif node.address in reserved:
@@ -158,7 +155,8 @@ def _labels(cluster: Cluster) -> Iterator[tuple[Location, str]]:
                     "such as node.example.com/, or node.kubernetes.io/"
                 )
 
-    for loc, node in nodes_with_locations(cluster):
+    for found in cluster.spec.nodes():
+        loc, node = found.location, found.node
         yield from check(loc, node.labels)
     for index, pool in enumerate(cluster.spec.worker_pools):
         yield from check(("spec", "workerPools", index), pool.labels)
@@ -167,7 +165,7 @@ def _labels(cluster: Cluster) -> Iterator[tuple[Location, str]]:
 def _snippet_problems(cluster: Cluster, source: SourceMap, base_dir: Path) -> list[Problem]:
     snippets = cluster.spec.snippets
     pool_names = {pool.name for pool in cluster.spec.worker_pools}
-    node_names = {node.name for _, node in nodes_with_locations(cluster)}
+    node_names = {found.name for found in cluster.spec.nodes()}
     problems: list[Problem] = []
     for key in snippets.pools:
         if key not in pool_names:
