@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/lab_soak.py [CLUSTER_FILE] [--runs N] [--load] [--lab-dir DIR]   (needs root)
 
 Each run is what CI does with the example cluster: `lab up`, `lab check`, `lab fault power-off` of one controller
-and the degraded check, `lab fault power-on` and the check once more, then `lab down`. With `--load`, the benchmark
+and the degraded check, `lab fault power-on` and the check once more, `lab fault power-cycle` of a worker and
+the check after it, then `lab down`. With `--load`, the benchmark
 keeps every CPU of the host busy with spinning processes of its own for the whole run, at the normal priority:
 the lab's VMs then get about half the CPU time, as they do when other work shares the machine.
 
@@ -47,7 +48,7 @@ def slowest(check_output: str) -> str:
     return found.group(1).strip() if found else "-"
 
 
-def one_run(cluster: Path, lab_dir: Path, controller: str) -> tuple[bool, str, float | None, str]:
+def one_run(cluster: Path, lab_dir: Path, controller: str, worker: str) -> tuple[bool, str, float | None, str]:
     """(green, the step that failed or 'ok', seconds from up to the first green check, the slowest check)."""
     started = time.monotonic()
     green_after, slow = None, "-"
@@ -55,7 +56,9 @@ def one_run(cluster: Path, lab_dir: Path, controller: str) -> tuple[bool, str, f
              ("power-off", ("lab", "fault", str(cluster), "power-off", controller)),
              ("degraded check", ("lab", "check", str(cluster))),
              ("power-on", ("lab", "fault", str(cluster), "power-on", controller)),
-             ("check after power-on", ("lab", "check", str(cluster)))]
+             ("check after power-on", ("lab", "check", str(cluster))),
+             ("power-cycle", ("lab", "fault", str(cluster), "power-cycle", worker)),
+             ("check after power-cycle", ("lab", "check", str(cluster)))]
     try:
         for name, args in steps:
             result = stellwerk(lab_dir, *args)
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help="keep every CPU busy with spinning processes")
     parser.add_argument("--lab-dir", type=Path, default=Path("/var/lib/stellwerk/lab-soak"))
     parser.add_argument("--controller", default="c3", help="the controller the fault cycle powers off and on")
+    parser.add_argument("--worker", default="w1", help="the node the power-cycle fault restarts")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the soak benchmark needs root (libvirt, bridges)")
@@ -89,7 +93,7 @@ def main() -> None:
     green = 0
     try:
         for run in range(1, args.runs + 1):
-            ok, step, green_after, slow = one_run(args.cluster, args.lab_dir, args.controller)
+            ok, step, green_after, slow = one_run(args.cluster, args.lab_dir, args.controller, args.worker)
             green += ok
             after = f"{green_after:.0f} s" if green_after is not None and ok else "-"
             print(f"{run:>3} {'pass' if ok else 'FAIL':<6} {after:>11}  {slow if ok else step}", flush=True)

@@ -56,11 +56,11 @@ def lab_check(cluster_file: Path, root: Path | None, timeout: int) -> None:
 
 @lab.command("fault")
 @CLUSTER
-@click.argument("action", type=click.Choice(["power-off", "power-on", "reboot"]))
+@click.argument("action", type=click.Choice(["power-off", "power-on", "power-cycle"]))
 @click.argument("node")
 @ROOT
 def lab_fault(cluster_file: Path, action: str, node: str, root: Path | None) -> None:
-    """Pull NODE's plug, power it on again, or press its reset button (and wait until it reports)."""
+    """Pull NODE's plug, power it on again, or both at once (and wait until it reports)."""
     from .lifecycle import fault
 
     fault(cluster_file, action, node, root, say=click.echo)

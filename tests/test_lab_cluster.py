@@ -81,10 +81,10 @@ def test_the_lab_comes_up_checks_green_survives_faults_and_leaves_nothing_behind
     back = stellwerk("lab", "fault", str(EXAMPLE), "power-on", "c3")
     assert back.returncode == 0, back.stdout + back.stderr
 
-    # A reset: the worker netboots again, Ignition does not run a second time, the data array keeps its data.
+    # A power cycle: the worker netboots again, Ignition does not run a second time, the data array keeps its data.
     before = json.loads((LAB_ROOT / "lab/reports/w1.json").read_text())
     reset_at = time.time()
-    assert stellwerk("lab", "fault", str(EXAMPLE), "reboot", "w1").returncode == 0
+    assert stellwerk("lab", "fault", str(EXAMPLE), "power-cycle", "w1").returncode == 0
     after = json.loads((LAB_ROOT / "lab/reports/w1.first.json").read_text())
     assert after["bootId"] != before["bootId"]
     assert after["ignition"] == before["ignition"]  # the result of the one Ignition run, from the first boot
