@@ -22,9 +22,11 @@ CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-s
 # etcd release that Kubernetes 1.29-1.32 are tested against.
 ETCD_VERSION = "3.5.16"
 
-# Where Flatcar hosts get /usr/bin/kubelet and /usr/bin/etcd: systemd-sysext
-# images from Flatcar's sysext bakery, named <name>-v<version>-x86-64.raw.
-SYSEXT_BASE_URL = "https://github.com/flatcar/sysext-bakery/releases/download/latest"
+# Flatcar hosts get /usr/bin/kubelet and /usr/bin/etcd from systemd-sysext images that `stellwerk images sysext`
+# builds from the pinned upstream binaries (stellwerk.binaries); netboot serves them under this path.
+SYSEXT_SERVED_PATH = "/assets/sysext"
+# The node OS families whose nodes get those binaries as sysexts (each one's NodeOS lists the extensions).
+SYSEXT_FAMILIES = ("flatcar",)
 
 CONTAINER_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
 
@@ -32,9 +34,6 @@ CONTAINER_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
 def control_plane_image(component: str, kubernetes_version: str) -> str:
     return f"{IMAGE_REGISTRY}/{component}:v{kubernetes_version}"
 
-
-def sysext_image_name(name: str, version: str) -> str:
-    return f"{name}-v{version}-x86-64.raw"
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class UpstreamManifest:
     version: str
     url: str
     sha256: str
-    size: int
+    size: int | None  # bytes, where the pin records them: a download that grows past it is cut off
 
 
 def _raw(repo: str, tag: str, path: str) -> str:

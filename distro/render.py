@@ -13,8 +13,9 @@ import yaml
 
 from . import release
 from .assets import WriteReport, claim_assets_dir, write_assets
-from .base.types import AssetFile
+from .base.types import AssetFile, ExtensionImage
 from .bootstrap import bootstrap_objects
+from .extensions import images_for_render
 from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
@@ -38,6 +39,14 @@ class RenderResult:
     notes: tuple[str, ...] = ()
 
 
+def needed_extensions(plan: Plan) -> set[str]:
+    """The sysext images some node of the plan merges over /usr."""
+    from .ignition.nodeos import node_os
+
+    nodeos = node_os(plan.spec.os.family)
+    return {name for node in plan.nodes for name in nodeos.extensions(plan, node)}
+
+
 def default_assets_dir(plan: Plan) -> Path:
     return Path("assets") / plan.name
 
@@ -50,6 +59,7 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     plan, components = checked.plan, checked.components
     assets_dir = output if output is not None else default_assets_dir(plan)
     claim_assets_dir(assets_dir, plan.name)
+    images = images_for_render(plan, cluster_file, assets_dir, needed_extensions(plan))
     secrets = load_or_create_secrets(assets_dir, plan, now=now)
 
     from .ignition.nodeconfig import NodeConfigError
@@ -57,7 +67,7 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     notes: list[str] = []
     upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, plan, notes)
     try:
-        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, components, progress, upstream))
+        report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, images, components, progress, upstream))
         upstream.finish()
     except NodeConfigError as exc:
         raise UserError(Problem(str(cluster_file), None, "spec.snippets", str(exc))) from None
@@ -99,8 +109,8 @@ class _UpstreamSource:
                 f"Run: stellwerk components fetch {self.cluster_file}, then render again")
 
 
-def _derived_files(plan: Plan, secrets: Secrets, components: ComponentObjects, progress: Progress | None,
-                   upstream: _UpstreamSource) -> Iterator[tuple[str, AssetFile]]:
+def _derived_files(plan: Plan, secrets: Secrets, images: dict[str, ExtensionImage], components: ComponentObjects,
+                   progress: Progress | None, upstream: _UpstreamSource) -> Iterator[tuple[str, AssetFile]]:
     """Every derived file, one at a time, so a large cluster never sits in memory whole."""
     from .ignition.context import RenderContext
     from .ignition.nodeconfig import render_node
@@ -114,7 +124,7 @@ def _derived_files(plan: Plan, secrets: Secrets, components: ComponentObjects, p
         # 00 is for the pinned upstream install manifests, which come first.
         yield from object_files(component.key, objects, first=1).items()
     yield from store_files(plan).items()
-    context = RenderContext(plan, secrets)
+    context = RenderContext(plan, secrets, images)
     total = len(plan.nodes)
     for index, node in enumerate(plan.nodes, start=1):
         rendered = render_node(context, node)

@@ -56,10 +56,12 @@ class OS(StrictModel):
     )
     channel: Literal["stable", "beta", "alpha", "lts"] = Field(release.FLATCAR_CHANNEL, description="Flatcar release channel.")
     version: OSVersion = Field(release.FLATCAR_VERSION, description="OS release, or 'current'.")
-    sysext_base_url: BaseURL = Field(
-        release.SYSEXT_BASE_URL, alias="sysextBaseURL",
-        description="Flatcar only: where the kubernetes and etcd systemd-sysext images are downloaded from "
-        "(an https mirror for air-gapped sites).",
+    sysext_base_url: BaseURL | None = Field(
+        None, alias="sysextBaseURL",
+        description="Flatcar only, and required there: the folder the nodes fetch their kubernetes and etcd "
+        "systemd-sysext images from, as built by `stellwerk images sysext`: netboot's "
+        f"http://NETBOOT-ADDRESS:PORT{release.SYSEXT_SERVED_PATH}, or a copy of that folder. Every image is "
+        "checked by its sha512.",
     )
 
 

@@ -97,9 +97,10 @@ def _duration(value: Any) -> timedelta:
 
 
 def base_url(value: str) -> str:
-    # https only: the images carry root-run binaries, and plain http lets anyone on the path swap them.
-    if not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
-        raise ValueError(f"{value!r} is not an https URL such as {release.SYSEXT_BASE_URL!r}")
+    # Plain http is allowed: netboot serves over it, and every file fetched from here is checked by its sha512.
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"{value!r} is not an http(s) URL of a folder, such as "
+                         f"'http://10.0.0.2:8080{release.SYSEXT_SERVED_PATH}'")
     return value.rstrip("/")
 
 

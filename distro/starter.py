@@ -25,6 +25,7 @@ def starter_cluster_file(platform: str, directory_name: str) -> str:
         name=name,
         kubernetes_version=release.KUBERNETES_VERSION,
         flatcar_version=release.FLATCAR_VERSION,
+        sysext_path=release.SYSEXT_SERVED_PATH,
         node_cidr="10.213.0.0/24",
         gateway="10.213.0.1",
         controllers=controllers,

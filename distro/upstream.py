@@ -144,7 +144,7 @@ def _store(cache: Path, manifest: UpstreamManifest, chunks: Iterable[bytes]) -> 
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:
                 size += len(chunk)
-                if size > manifest.size:
+                if manifest.size is not None and size > manifest.size:
                     raise _FetchError(manifest.url, f"is larger than the pinned {manifest.size} bytes; refusing it")
                 digest.update(chunk)
                 handle.write(chunk)

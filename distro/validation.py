@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import release
 from .base.errors import Problem
 from .snippets import SnippetProblem, load_snippet
 from .spec import Cluster
@@ -43,6 +44,7 @@ def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     yield from _networks(cluster)
     yield from _labels(cluster)
     yield from _components(cluster)
+    yield from _extensions(cluster)
 
 
 def _components(cluster: Cluster) -> Iterator[tuple[Location, str]]:
@@ -58,6 +60,15 @@ def _components(cluster: Cluster) -> Iterator[tuple[Location, str]]:
             if component.claims is not None:
                 claims += component.claims(cluster, options)
     yield from conflicts(claims)
+
+
+def _extensions(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    os = cluster.spec.os
+    if os.family in release.SYSEXT_FAMILIES and os.sysext_base_url is None:
+        yield ("spec", "os", "sysextBaseURL"), (
+            f"{os.family} nodes fetch kubelet and etcd as systemd-sysext images, and this says from where: set it to "
+            f"netboot's http://NETBOOT-ADDRESS:PORT{release.SYSEXT_SERVED_PATH} (build the images with `stellwerk "
+            "images sysext`), or to a copy of that folder")
 
 
 def _quorum(cluster: Cluster) -> Iterator[tuple[Location, str]]:

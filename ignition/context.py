@@ -7,6 +7,7 @@ here instead of once per node.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,7 +16,7 @@ from stellwerk.kubeconfig import kubeconfig
 from stellwerk.plan import NodePlan, Plan
 from stellwerk.secrets import Secrets
 from stellwerk.snippets import load_snippet
-from stellwerk.base.types import Location
+from stellwerk.base.types import ExtensionImage, Location
 
 from .fragments import NodeFragment
 from .model import Config
@@ -27,6 +28,7 @@ from stellwerk.base.templating import render_template
 class RenderContext:
     plan: Plan
     secrets: Secrets
+    extension_images: Mapping[str, ExtensionImage] = field(default_factory=dict)  # built sysexts, by name
     _snippets: dict[Location, Config] = field(default_factory=dict, repr=False)
     _fragments: dict[str, tuple[NodeFragment, ...]] = field(default_factory=dict, repr=False)
 

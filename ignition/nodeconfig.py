@@ -29,7 +29,8 @@ class RenderedNode:
 
 
 def node_config(context: RenderContext, node: NodePlan) -> Config:
-    parts = [host_config(context, node), *node_os(context.plan.spec.os.family).host_parts(context.plan, node)]
+    host_parts = node_os(context.plan.spec.os.family).host_parts(context.plan, node, context.extension_images)
+    parts = [host_config(context, node), *host_parts]
     if node.is_controller:
         parts.append(controller_config(context, node))
     parts += [fragment_config(fragment) for fragment in context.fragments(node)]

@@ -36,3 +36,27 @@ def build_lab_os_command(output: Path, cache_dir: Path | None, mirror: str, suit
         result = build_lab_os(options, reporter)
     for name in ("vmlinuz", "initrd.img", "manifest.json"):
         click.echo(str(result.output / name))
+
+
+@images.command("sysext")
+@click.argument("cluster_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Assets directory (default ./assets/<cluster-name>); the images go to its boot/sysext/.")
+@click.option("--mirror", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Take the pinned upstream files from this directory instead of downloading (air-gapped sites).")
+@click.option("--binary", "binaries", multiple=True, metavar="NAME=PATH",
+              help="Build from this binary of your own instead of the pinned upstream one (kubelet, kubectl, etcd, "
+                   "etcdctl). Repeatable; an extension takes all its binaries from here or none.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Download cache (default $STELLWERK_CACHE_DIR, else ~/.cache/stellwerk).")
+def sysext_command(cluster_file: Path, output: Path | None, mirror: Path | None, binaries: tuple[str, ...],
+                   cache_dir: Path | None) -> None:
+    """Build the systemd-sysext images CLUSTER_FILE's nodes merge over /usr (kubelet, kubectl; etcd on controllers).
+
+    From the pinned upstream releases, each download checked by its sha256; netboot serves the images as
+    /assets/sysext/, and render gives every node's Ignition their sha512.
+    """
+    from .sysext_command import build_cluster_images
+
+    for line in build_cluster_images(cluster_file, output, mirror=mirror, binaries=binaries, cache_dir=cache_dir):
+        click.echo(line)

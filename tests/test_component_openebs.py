@@ -17,6 +17,7 @@ import yaml
 
 from support.clusters import component_filesystems, line_of, write_cluster
 from support.paths import BASE_EXAMPLE_TEXT
+from support.sysext import build_images, on_flatcar
 from support.tools import require_tool
 from support.ignition_engine import apply, require_engine, validate
 from support.k8s_schemas import validate_object
@@ -32,7 +33,7 @@ def cluster_text(component: str, *, workers: str = "", family: str = "lab") -> s
     """The example cluster with `component` (YAML under spec.components.openebs, 6-space indented) and extra workers."""
     assert _W1 in EXAMPLE_TEXT and "  snippets:\n" in EXAMPLE_TEXT
     text = EXAMPLE_TEXT.replace(_W1, _W1 + workers)
-    text = text.replace("    family: lab\n", f"    family: {family}\n")
+    text = on_flatcar(text) if family == "flatcar" else text.replace("    family: lab\n", f"    family: {family}\n")
     return text.replace("  snippets:\n", "  components:\n    openebs:\n" + component + "  snippets:\n")
 
 
@@ -47,6 +48,8 @@ def render(run_cli, tmp_path: Path, text: str) -> Path:
     checked = run_cli("validate", cluster)
     assert checked.code == 0, checked.err
     assets = tmp_path / "assets"
+    if "family: flatcar" in text:
+        build_images(cluster, assets)
     result = run_cli("render", cluster, "-o", assets)
     assert result.code == 0, result.err
     return assets

@@ -12,6 +12,7 @@ from stellwerk.load import parse_cluster
 from stellwerk.plan import make_plan
 from stellwerk.spec import OS
 from support.paths import BASE_EXAMPLE_TEXT, REPO
+from support.sysext import build_images, on_flatcar
 
 
 def plan_on(family: str):
@@ -39,7 +40,9 @@ def test_render_writes_the_config_the_os_reads_with_its_host_parts(family, tmp_p
     from stellwerk.render import render
 
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(BASE_EXAMPLE_TEXT.replace("    family: lab\n", f"    family: {family}\n"))
+    text = BASE_EXAMPLE_TEXT.replace("    family: lab\n", f"    family: {family}\n")
+    cluster.write_text(on_flatcar(BASE_EXAMPLE_TEXT) if family == "flatcar" else text)
+    build_images(cluster, tmp_path / "assets")  # nothing to build where the OS brings its own binaries
     render(cluster, tmp_path / "assets")
     nodeos = node_os(family)
     written = tmp_path / "assets" / "nodes" / "c1" / nodeos.config_file

@@ -12,16 +12,15 @@ from support.paths import REPO
 from support.webserver import static_http
 from support.ignition_engine import apply, validate
 from support.k8s_schemas import validate_object
+from support.sysext import render_flatcar
 
 RACK = REPO / "examples" / "rack-cluster.yaml"
 
 
 @pytest.fixture(scope="module")
 def rack(tmp_path_factory) -> Path:
-    from stellwerk.render import render
-
     scratch = tmp_path_factory.mktemp("rack")
-    result = render(RACK, scratch / "assets", cache_dir=scratch / "empty-cache")
+    result = render_flatcar(RACK, scratch / "assets", cache_dir=scratch / "empty-cache")
     assert any("stellwerk components fetch" in note for note in result.notes)
     return scratch / "assets"
 
@@ -62,7 +61,6 @@ def test_every_node_config_validates_and_a_worker_applies_with_every_fragment(ra
 
 def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_path, monkeypatch):
     from stellwerk import release
-    from stellwerk.render import render
     from stellwerk.upstream import fetch
 
     body = b"# fixture standing in for metallb-native.yaml\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: metallb-system\n"
@@ -75,7 +73,7 @@ def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_
         monkeypatch.setitem(release.UPSTREAM, "metallb-native", pin)
         cache = tmp_path / "cache"
         fetch([pin], cache)
-    result = render(RACK, tmp_path / "assets", cache_dir=cache)
+    result = render_flatcar(RACK, tmp_path / "assets", cache_dir=cache)
     metallb = sorted(p.name for p in (tmp_path / "assets/manifests/metallb").iterdir())
     assert metallb[0] == "00-0-upstream-metallb-native.yaml"
     assert (tmp_path / "assets/manifests/metallb/00-0-upstream-metallb-native.yaml").read_bytes() == body
@@ -86,7 +84,6 @@ def test_cached_upstream_manifests_are_included_verbatim_before_own_objects(tmp_
 def test_calico_node_gets_the_cluster_pod_network_and_node_address_method(tmp_path, monkeypatch):
     """Calico's manifest install defaults to 192.168.0.0/16; the pinned manifest is given the cluster's podCIDR."""
     from stellwerk import release
-    from stellwerk.render import render
     from stellwerk.upstream import cache_path
 
     body = (b"apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: calico-node, namespace: kube-system}\n---\n"
@@ -99,7 +96,7 @@ def test_calico_node_gets_the_cluster_pod_network_and_node_address_method(tmp_pa
     cache = tmp_path / "cache"
     cache_path(cache, pin).parent.mkdir(parents=True)
     cache_path(cache, pin).write_bytes(body)
-    render(RACK, tmp_path / "assets", cache_dir=cache)
+    render_flatcar(RACK, tmp_path / "assets", cache_dir=cache)
     documents = list(yaml.safe_load_all((tmp_path / "assets/manifests/hostProtection/00-0-upstream-calico.yaml").read_text()))
     assert documents[0]["kind"] == "ServiceAccount"
     env = {e["name"]: e["value"] for e in documents[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -109,7 +106,6 @@ def test_calico_node_gets_the_cluster_pod_network_and_node_address_method(tmp_pa
 def test_upstream_manifests_are_written_in_the_order_the_component_lists_them(tmp_path, monkeypatch):
     from stellwerk import release
     from stellwerk.components import rook_ceph
-    from stellwerk.render import render
     from stellwerk.upstream import cache_path
 
     cache = tmp_path / "cache"
@@ -120,7 +116,7 @@ def test_upstream_manifests_are_written_in_the_order_the_component_lists_them(tm
         monkeypatch.setitem(release.UPSTREAM, name, pin)
         cache_path(cache, pin).parent.mkdir(parents=True, exist_ok=True)
         cache_path(cache, pin).write_bytes(body)
-    render(RACK, tmp_path / "assets", cache_dir=cache)
+    render_flatcar(RACK, tmp_path / "assets", cache_dir=cache)
     on_disk = sorted(p.name for p in (tmp_path / "assets/manifests/rookCeph").iterdir())
     upstream = [name for name in on_disk if "-upstream-" in name]
     assert [name.split("-upstream-", 1)[1][:-5] for name in upstream] == list(rook_ceph.upstream(None))

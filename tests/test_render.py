@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ import yaml
 
 from support.clusters import write_cluster
 from support.paths import BASE_EXAMPLE_TEXT, EXAMPLE, REPO
+from support.sysext import build_images, render_flatcar
 from support.tools import require_tool
 from support.ignition_engine import apply, validate
 
@@ -325,24 +327,48 @@ def test_render_without_permission_to_write_is_a_clean_error(tmp_path, run_cli):
     assert "Traceback" not in result.err
 
 
-def test_flatcar_nodes_get_kubelet_and_etcd_as_sysext_images(tmp_path, run_cli, example_text):
+def test_flatcar_nodes_fetch_the_built_sysext_images_by_their_sha512(tmp_path, run_cli, example_text):
     from stellwerk.ignition.model import loads
 
-    text = example_text.replace("    family: lab\n", "    family: flatcar\n    sysextBaseURL: https://mirror.example/sysext/\n")
+    text = example_text.replace("    family: lab\n", "    family: flatcar\n    sysextBaseURL: http://10.0.0.2:8080/assets/sysext/\n")
+    cluster = write_cluster(tmp_path, text)
     assets = tmp_path / "assets"
-    result = run_cli("render", write_cluster(tmp_path, text), "-o", assets)
+    # Without the images, render names what is missing and the command that builds it, and writes no config.
+    missing = run_cli("render", cluster, "-o", assets)
+    assert missing.code == 2 and "Traceback" not in missing.err
+    assert "the nodes need the etcd sysext image (etcd 3.5.16)" in missing.err
+    assert f"run `stellwerk images sysext {cluster} -o {assets}`" in missing.err
+    assert not (assets / "nodes").exists()
+
+    built = {line.split()[1].rsplit("/", 1)[1]: line for line in build_images(cluster, assets)[:-1]}
+    result = run_cli("render", cluster, "-o", assets)
     assert result.code == 0, result.err
     controller = loads((assets / "nodes/c1/ignition.json").read_bytes())
     worker = loads((assets / "nodes/w1/ignition.json").read_bytes())
-    sources = {f.path: f.source for f in controller.files if f.source}
-    assert sources["/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw"] == "https://mirror.example/sysext/kubernetes-v1.31.4-x86-64.raw"
-    assert any(path.startswith("/opt/extensions/etcd/etcd-v") for path in sources)
-    assert {(l.path, l.target) for l in controller.links} >= {
-        ("/etc/extensions/kubernetes.raw", "/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw")}
+    fetched = {f.path: f for f in controller.files if f.source}
+    assert len(fetched) == 2 and set(built) == {Path(path).name for path in fetched}
+    for path, file in fetched.items():
+        image = assets / "boot/sysext" / Path(path).name
+        assert file.source == f"http://10.0.0.2:8080/assets/sysext/{image.name}"
+        assert file.verification == "sha512-" + hashlib.sha512(image.read_bytes()).hexdigest()
+    links = {link.path: link.target for link in controller.links}
+    assert {links["/etc/extensions/etcd.raw"], links["/etc/extensions/kubernetes.raw"]} == set(fetched)
     # Workers run no etcd, so they do not download it.
-    assert [f.path for f in worker.files if f.source] == ["/opt/extensions/kubernetes/kubernetes-v1.31.4-x86-64.raw"]
+    assert [Path(f.path).name for f in worker.files if f.source] == [n for n in built if n.startswith("kubernetes-")]
     for name in ("c1", "w1"):
         validate((assets / f"nodes/{name}/ignition.json").read_bytes())
+
+    # An image changed after it was built is never handed to a node.
+    kubernetes = next(assets.glob("boot/sysext/kubernetes-*.raw"))
+    kubernetes.write_bytes(kubernetes.read_bytes() + b"\0")
+    changed = run_cli("render", cluster, "-o", assets)
+    assert changed.code == 2 and f"{kubernetes}: its sha512 is not the one recorded" in changed.err
+
+
+def test_flatcar_clusters_must_say_where_their_sysext_images_are_served(tmp_path, run_cli, example_text):
+    cluster = write_cluster(tmp_path, example_text.replace("    family: lab\n", "    family: flatcar\n"))
+    result = run_cli("validate", cluster)
+    assert result.code == 2 and "spec.os.sysextBaseURL" in result.err and "/assets/sysext" in result.err
 
 
 def test_snippet_that_conflicts_with_stellwerks_files_is_a_located_error(tmp_path, run_cli, example_text):
@@ -466,13 +492,12 @@ def test_a_lost_wireguard_public_key_is_derived_again_from_its_private_key(tmp_p
 
 
 def test_lab_nodes_get_the_state_filesystem_on_their_install_disk_and_flatcar_nodes_do_not(rendered, tmp_path):
-    from stellwerk.render import render
 
     for node in ("c1", "w1"):
         config = json.loads((rendered / f"nodes/{node}/ignition.json").read_bytes())
         assert {"device": "/dev/nvme0n1", "format": "ext4", "wipeFilesystem": True, "label": "stellwerk-state"} \
             in config["storage"]["filesystems"]
-    render(REPO / "examples/rack-cluster.yaml", tmp_path / "rack")
+    render_flatcar(REPO / "examples/rack-cluster.yaml", tmp_path / "rack")
     for config in (tmp_path / "rack/nodes").glob("*/ignition.json"):
         labels = [fs.get("label") for fs in json.loads(config.read_bytes())["storage"].get("filesystems", [])]
         assert "stellwerk-state" not in labels

@@ -29,6 +29,7 @@ BASE = textwrap.dedent(
         - name: general
           nodes:
             - {name: w1, mac: "52:54:00:00:00:21", address: 10.213.0.21}
+      os: {sysextBaseURL: "http://10.213.0.2:8080/assets/sysext"}
     """
 )
 
@@ -77,9 +78,9 @@ def test_unknown_key_and_missing_field_both_reported(run_cli, tmp_path):
          "spec.kubernetes.version: 'v1.31.4' is not a Kubernetes version"),
         ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n    version: 1.12.0\n",
          "Kubernetes 1.12 is not supported by this release"),
-        ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n  os: {version: latest}\n",
+        ('  os: {sysextBaseURL: "http', '  os: {version: latest, sysextBaseURL: "http',
          "spec.os.version: 'latest' is not an OS version"),
-        ("    apiEndpoint: api.t.example\n", "    apiEndpoint: api.t.example\n  os: {family: coreos}\n",
+        ('  os: {sysextBaseURL: "http', '  os: {family: coreos, sysextBaseURL: "http',
          "spec.os.family: 'coreos' is not allowed"),
         ("    gateway: 10.213.0.1\n", "    gateway: 10.213.0.1\n    mtu: many\n", "spec.network.mtu: Input should be a valid integer"),
         ("  controllers:\n", "  controllers: {c1: x}\n  xcontrollers:\n", "spec.controllers: must be a list"),
@@ -156,7 +157,7 @@ def test_snippet_with_unsupported_key_is_located_in_the_cluster_file(run_cli, tm
         "              contents: {local: x.txt}\n"
     )
     found = problems(run_cli, tmp_path, text)
-    assert any(f.startswith("22: spec.snippets.all[0].storage.files[0].contents.local: snippet:") for f in found), found
+    assert any(f.startswith("23: spec.snippets.all[0].storage.files[0].contents.local: snippet:") for f in found), found
 
 
 def test_snippet_file_errors_name_the_snippet_file(run_cli, tmp_path):

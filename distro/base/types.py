@@ -16,3 +16,18 @@ ROLES: tuple[Role, ...] = ("controller", "worker")
 class AssetFile:
     data: bytes = field(repr=False)
     mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class ExtensionImage:
+    """One built image, as recorded: what it is, where it came from, and its digest."""
+
+    name: str
+    version: str  # the upstream version, or "local-<digest>" when built from the operator's own binaries
+    image: str  # file name in ASSETS/boot/sysext/
+    sha512: str
+    source: str  # the pinned artifacts (URL and sha256 each), or the local binaries' sha256
+
+    @property
+    def pinned(self) -> bool:
+        return not self.version.startswith("local-")

@@ -3,23 +3,31 @@ and what the components may assume of it. One module per family (flatcar.py, lab
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 
 from stellwerk.netboot.documents import CONFIG_FILES, Profile
 
+from stellwerk.base.types import ExtensionImage
+
 from ..model import Config
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import NodePlan, Plan
 
+Images = Mapping[str, ExtensionImage]  # the built sysext images, by extension name
+
 ConfigFormat = Literal["ignition", "cloud-config"]
 CONSOLE_ARGS = ("console=tty0", "console=ttyS0,115200n8")
 
 
-def no_parts(plan: Plan, node: NodePlan) -> tuple[Config, ...]:
+def no_parts(plan: Plan, node: NodePlan, images: Images) -> tuple[Config, ...]:
+    return ()
+
+
+def no_extensions(plan: Plan, node: NodePlan) -> tuple[str, ...]:
     return ()
 
 
@@ -40,13 +48,17 @@ class NodeOS:
     storage: bool  # disks, RAID and filesystems are set up by the config (Ignition's storage section)
     kernel_arguments: bool  # the config can set kernel arguments (Flatcar's Ignition applies and reboots)
     official_extensions: str | None  # the file that lists the OS vendor's own sysexts to merge, if it has them
-    # What it adds to every node's config, before the role's parts and the snippets:
-    host_parts: Callable[[Plan, NodePlan], tuple[Config, ...]]
+    # What it adds to every node's config, before the role's parts and the snippets, given the sysext images:
+    host_parts: Callable[[Plan, NodePlan, Images], tuple[Config, ...]]
     # How its nodes boot from the network: the netboot profile (matchbox-style JSON), and whether that profile
     # installs the OS to disk first (a two-stage install: installer, then the installed system's own config).
     netboot_profile: Callable[[Plan], Profile]
     installs_to_disk: bool = False
     install_metadata: Callable[[Plan], dict[str, Any]] | None = None  # group metadata the installer reads
+    # The systemd-sysext images (stellwerk.extensions) a node merges over /usr, and the os-release fields an
+    # image must carry for systemd-sysext to merge it on this OS.
+    extensions: Callable[[Plan, NodePlan], tuple[str, ...]] = no_extensions
+    extension_release: tuple[tuple[str, str], ...] = ()
 
     @property
     def config_file(self) -> str:

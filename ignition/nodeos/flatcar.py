@@ -2,35 +2,38 @@
 
 Flatcar's /usr is read-only and ships neither the kubelet nor etcd; a systemd-sysext image placed under
 /etc/extensions is merged over /usr at boot, which provides /usr/bin/kubelet and (on controllers) /usr/bin/etcd
-for the units Stellwerk writes. The images are kept under /opt/extensions and linked in, so an upgrade only swaps
-a link.
+for the units Stellwerk writes. `stellwerk images sysext` builds the images from the pinned upstream binaries;
+Ignition fetches each from netboot (or a copy of its folder) and checks its sha512. They are kept under
+/opt/extensions and linked in, so an upgrade only swaps a link.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stellwerk import release
-
 from ..model import Config, File, Link
 from stellwerk.netboot.documents import Profile
 
-from .base import CONSOLE_ARGS, NodeOS, profile
+from .base import CONSOLE_ARGS, Images, NodeOS, profile
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import NodePlan, Plan
 
 
-def sysext_config(plan: Plan, node: NodePlan) -> Config:
-    images = [("kubernetes", plan.spec.kubernetes.version)]
-    if node.is_controller:
-        images.append(("etcd", release.ETCD_VERSION))
+def extensions(plan: Plan, node: NodePlan) -> tuple[str, ...]:
+    return ("kubernetes", "etcd") if node.is_controller else ("kubernetes",)
+
+
+def sysext_config(plan: Plan, node: NodePlan, images: Images) -> Config:
+    """Each image from the folder sysextBaseURL names, checked by the sha512 it had when it was built."""
     base = plan.spec.os.sysext_base_url
     files, links = [], []
-    for name, version in images:
-        image = release.sysext_image_name(name, version)
-        target = f"/opt/extensions/{name}/{image}"
-        files.append(File(path=target, source=f"{base}/{image}", mode=0o644))
+    for name in extensions(plan, node):
+        image = images[name]
+        target = f"/opt/extensions/{name}/{image.image}"
+        files.append(File(path=target, source=f"{base}/{image.image}", mode=0o644,
+                          verification=f"sha512-{image.sha512}"))
+        # The link's name is the extension's: systemd-sysext wants extension-release.<name> inside it.
         links.append(Link(path=f"/etc/extensions/{name}.raw", target=target, hard=False))
     return Config(files=tuple(files), links=tuple(links))
 
@@ -52,6 +55,8 @@ OS = NodeOS(
     family="flatcar", config_format="ignition", provisioner="Ignition",
     binaries="systemd-sysext images (kubernetes, and etcd on controllers) fetched by Ignition",
     storage=True, kernel_arguments=True, official_extensions="/etc/flatcar/enabled-sysext.conf",
-    host_parts=lambda plan, node: (sysext_config(plan, node),),
+    host_parts=lambda plan, node, images: (sysext_config(plan, node, images),),
     netboot_profile=netboot_profile, installs_to_disk=True, install_metadata=install_metadata,
+    # Flatcar's os-release has ID=flatcar and SYSEXT_LEVEL=1.0: an image carrying these merges on every release.
+    extensions=extensions, extension_release=(("ID", "flatcar"), ("SYSEXT_LEVEL", "1.0")),
 )

@@ -36,6 +36,6 @@ OS = NodeOS(
     family="lab", config_format="ignition", provisioner="Ignition",
     binaries="Debian packages in the image (etcd-server; no kubelet: the lab runs no Kubernetes)",
     storage=True, kernel_arguments=False, official_extensions=None,
-    host_parts=lambda plan, node: (state_filesystem_config(node),),
+    host_parts=lambda plan, node, images: (state_filesystem_config(node),),
     netboot_profile=netboot_profile,
 )

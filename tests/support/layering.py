@@ -35,11 +35,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("stellwerk.base", "stellwerk", "stellwerk.images.contract", "stellwerk.netboot.documents")),
     # Ignition's config model, its merge rules and the Butane subset are the form snippets take in the cluster file;
     # components.base holds the base of every component's options (and patches) and the Component record.
-    ("spec", ("stellwerk.release", "stellwerk.spectypes", "stellwerk.yamlsource", "stellwerk.ignition.model",
+    ("spec", ("stellwerk.release", "stellwerk.binaries", "stellwerk.spectypes", "stellwerk.yamlsource", "stellwerk.ignition.model",
               "stellwerk.ignition.merge", "stellwerk.ignition.butane", "stellwerk.components.base", "stellwerk.spec",
               "stellwerk.snippets", "stellwerk.validation", "stellwerk.load")),
     ("plan", ("stellwerk.plan", "stellwerk.ignition.nodeos", "stellwerk.ignition.fragments")),
-    ("secrets", ("stellwerk.x509", "stellwerk.pki", "stellwerk.wireguard", "stellwerk.tokens", "stellwerk.secrets",
+    ("secrets", ("stellwerk.extensions", "stellwerk.x509", "stellwerk.pki", "stellwerk.wireguard", "stellwerk.tokens", "stellwerk.secrets",
                  "stellwerk.kubeconfig")),
     ("manifests", ("stellwerk.components", "stellwerk.bootstrap", "stellwerk.manifests")),
     ("node configs", ("stellwerk.ignition",)),

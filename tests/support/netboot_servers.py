@@ -15,8 +15,12 @@ LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
 def render(cluster_file: Path, output: Path) -> Path:
+    """Render as an operator does: the cluster's sysext images first (for Flatcar), then the assets."""
     from stellwerk.render import render as render_cluster
 
+    from .sysext import build_images
+
+    build_images(cluster_file, output)
     render_cluster(cluster_file, output)
     return output
 

@@ -1,0 +1,139 @@
+"""systemd-sysext images: the binaries a node OS lacks, as a squashfs that systemd-sysext merges over /usr.
+
+An image holds usr/bin/<binary> for each binary and usr/lib/extension-release.d/extension-release.<name>, whose
+fields (ID and SYSEXT_LEVEL or VERSION_ID, ARCHITECTURE) must match the host's os-release or systemd-sysext refuses
+to merge it. The same binaries give byte-identical images: every file is owned by root with one timestamp, in a
+reproducible squashfs, so an image's sha512 is a fact of its inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stellwerk.base.errors import Problem, UserError
+from stellwerk.base.types import ExtensionImage
+from stellwerk.binaries import Artifact
+from stellwerk.extensions import ARCHITECTURE, BINARIES, SYSEXT_DIR, image_name, read_record, sha512_of, write_record
+
+# zstd: the fastest to decompress of the compressors both Flatcar's and Debian's kernels read.
+MKSQUASHFS_OPTIONS = ("-noappend", "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-comp", "zstd",
+                      "-quiet", "-no-progress")
+
+
+def extension_release(name: str, os_fields: Sequence[tuple[str, str]], source: str) -> bytes:
+    """The extension-release file: the host fields systemd-sysext matches, and where the binaries came from."""
+    lines = [f"{key}={value}" for key, value in os_fields]
+    lines += [f"ARCHITECTURE={ARCHITECTURE}", f"STELLWERK_EXTENSION={name}", f"STELLWERK_SOURCE=\"{source}\""]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def build_image(name: str, binaries: Mapping[str, bytes], release: bytes, output: Path) -> None:
+    """Write the image to `output` (replacing a partial one, never a different finished one: the caller checks)."""
+    if shutil.which("mksquashfs") is None:
+        raise UserError(Problem("mksquashfs", None, "", "is not installed; apt-get install squashfs-tools"))
+    with tempfile.TemporaryDirectory(prefix="stellwerk-sysext-") as scratch:
+        root = Path(scratch) / "root"
+        bin_dir = root / "usr/bin"
+        bin_dir.mkdir(parents=True)
+        for binary, data in sorted(binaries.items()):
+            (bin_dir / binary).write_bytes(data)
+            (bin_dir / binary).chmod(0o755)
+        release_dir = root / "usr/lib/extension-release.d"
+        release_dir.mkdir(parents=True)
+        (release_dir / f"extension-release.{name}").write_bytes(release)
+        for directory in (root, root / "usr", bin_dir, root / "usr/lib", release_dir):
+            directory.chmod(0o755)
+        (release_dir / f"extension-release.{name}").chmod(0o644)
+        partial = output.with_name(f".{output.name}.partial")
+        partial.unlink(missing_ok=True)
+        done = subprocess.run(["mksquashfs", str(root), str(partial), *MKSQUASHFS_OPTIONS],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise UserError(Problem(str(output), None, "", f"mksquashfs failed: {done.stderr.strip()[-500:]}"))
+        partial.chmod(0o644)
+        partial.replace(output)
+
+
+def binaries_from_artifacts(artifacts: Sequence[Artifact], read: Callable[[Artifact], bytes]) -> dict[str, bytes]:
+    """The binaries in verified artifacts: a binary as is, an archive's named members."""
+    binaries = {}
+    for artifact in artifacts:
+        data = read(artifact)
+        if not artifact.members:
+            binaries[artifact.name] = data
+            continue
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            for member_path, binary in artifact.members:
+                try:
+                    member = archive.getmember(member_path)
+                    extracted = archive.extractfile(member) if member.isfile() else None
+                except KeyError:
+                    extracted = None
+                if extracted is None:
+                    raise UserError(Problem(artifact.url, None, "", f"has no file {member_path}, which the pin "
+                                            "says it holds"))
+                binaries[binary] = extracted.read()
+    return binaries
+
+
+@dataclass(frozen=True)
+class Built:
+    image: ExtensionImage
+    state: str  # "built", "unchanged"
+
+
+def install_image(assets_dir: Path, name: str, version: str, binaries: Mapping[str, bytes], source: str,
+                  os_fields: Sequence[tuple[str, str]]) -> Built:
+    """Build extension `name` into the assets directory and record it; an existing different image is refused."""
+    missing = [binary for binary in BINARIES[name] if binary not in binaries]
+    if missing:
+        raise UserError(Problem(name, None, "", f"the {name} extension needs {', '.join(BINARIES[name])}; "
+                                f"missing: {', '.join(missing)}"))
+    directory = assets_dir / SYSEXT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    file_name = image_name(name, version)
+    target = directory / file_name
+    release = extension_release(name, os_fields, source)
+    with tempfile.TemporaryDirectory(prefix=".sysext-", dir=directory) as scratch:
+        fresh = Path(scratch) / file_name
+        build_image(name, binaries, release, fresh)
+        digest = sha512_of(fresh)
+        state = "built"
+        if target.exists():
+            if sha512_of(target) != digest:
+                raise UserError(Problem(str(target), None, "", "exists with other contents than this build gives; "
+                                        "move it away first (Stellwerk never overwrites an image)"))
+            state = "unchanged"
+        else:
+            fresh.replace(target)
+    image = ExtensionImage(name=name, version=version, image=file_name, sha512=digest, source=source)
+    record = read_record(assets_dir)
+    record[name] = image
+    write_record(assets_dir, record)
+    return Built(image, state)
+
+
+def local_version(binaries: Mapping[str, bytes]) -> str:
+    """The version of an image built from the operator's own binaries: a digest of them, since they carry none."""
+    digest = hashlib.sha256()
+    for binary, data in sorted(binaries.items()):
+        digest.update(f"{binary}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    return f"local-{digest.hexdigest()[:12]}"
+
+
+def local_source(binaries: Mapping[str, bytes]) -> str:
+    return "local binaries: " + ", ".join(f"{binary} sha256:{hashlib.sha256(data).hexdigest()}"
+                                          for binary, data in sorted(binaries.items()))
+
+
+def pinned_source(artifacts: Sequence[Artifact]) -> str:
+    return ", ".join(f"{artifact.url} sha256:{artifact.sha256}" for artifact in artifacts)
