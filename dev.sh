@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # What the main job needs, and what the tests run for real.
-# The venv holds the test extras too, and libvirt-python among them builds against libvirt's headers.
-DEMO_PACKAGES=(python3 python3-venv python3-pip libvirt-dev pkg-config gcc python3-dev)
+# The venv holds the test extras too, and libvirt-python among them builds against libvirt's headers. The lab
+# example's controllers get the host's etcd as a sysext image, which render squashes with mksquashfs.
+DEMO_PACKAGES=(python3 python3-venv python3-pip libvirt-dev pkg-config gcc python3-dev squashfs-tools etcd-server
+               etcd-client)
 TEST_PACKAGES=(ignition policycoreutils openssl wireguard-tools etcd-server etcd-client cloud-init nftables
                systemd udev util-linux iproute2 curl ipxe tftp-hpa
                qemu-system-x86 ipxe-qemu ovmf libvirt-daemon-system libvirt-dev pkg-config gcc python3-dev

@@ -62,6 +62,7 @@ def write_record(assets_dir: Path, images: dict[str, ExtensionImage]) -> None:
     document = {"extensions": {name: asdict(image) for name, image in sorted(images.items())}}
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    temporary.chmod(0o644)
     temporary.replace(path)
 
 

@@ -26,7 +26,7 @@ ETCD_VERSION = "3.5.16"
 # builds from the pinned upstream binaries (stellwerk.binaries); netboot serves them under this path.
 SYSEXT_SERVED_PATH = "/assets/sysext"
 # The node OS families whose nodes get those binaries as sysexts (each one's NodeOS lists the extensions).
-SYSEXT_FAMILIES = ("flatcar",)
+SYSEXT_FAMILIES = ("flatcar", "lab")
 
 CONTAINER_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
 

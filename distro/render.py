@@ -16,6 +16,8 @@ from .assets import WriteReport, claim_assets_dir, write_assets
 from .base.types import AssetFile, ExtensionImage
 from .bootstrap import bootstrap_objects
 from .extensions import images_for_render
+from .ignition.nodeos import node_os
+from .sysext import build_from_host
 from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
@@ -41,8 +43,6 @@ class RenderResult:
 
 def needed_extensions(plan: Plan) -> set[str]:
     """The sysext images some node of the plan merges over /usr."""
-    from .ignition.nodeos import node_os
-
     nodeos = node_os(plan.spec.os.family)
     return {name for node in plan.nodes for name in nodeos.extensions(plan, node)}
 
@@ -59,12 +59,16 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     plan, components = checked.plan, checked.components
     assets_dir = output if output is not None else default_assets_dir(plan)
     claim_assets_dir(assets_dir, plan.name)
-    images = images_for_render(plan, cluster_file, assets_dir, needed_extensions(plan))
+    needed = needed_extensions(plan)
+    nodeos = node_os(plan.spec.os.family)
+    built = build_from_host(assets_dir, needed, nodeos.host_binaries, nodeos.extension_release)
+    images = images_for_render(plan, cluster_file, assets_dir, needed)
     secrets = load_or_create_secrets(assets_dir, plan, now=now)
 
     from .ignition.nodeconfig import NodeConfigError
 
-    notes: list[str] = []
+    notes: list[str] = [f"built the {b.image.name} sysext image {b.image.image} from {b.image.source}"
+                        for b in built if b.state == "built"]
     upstream = _UpstreamSource(cache_dir or default_cache_dir(), cluster_file, plan, notes)
     try:
         report = write_assets(assets_dir, plan.name, _derived_files(plan, secrets, images, components, progress, upstream))

@@ -66,7 +66,8 @@ def _extensions(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     os = cluster.spec.os
     if os.family in release.SYSEXT_FAMILIES and os.sysext_base_url is None:
         yield ("spec", "os", "sysextBaseURL"), (
-            f"{os.family} nodes fetch kubelet and etcd as systemd-sysext images, and this says from where: set it to "
+            f"{os.family} nodes fetch their binaries (kubelet, etcd) as systemd-sysext images, and this says from "
+            "where: set it to "
             f"netboot's http://NETBOOT-ADDRESS:PORT{release.SYSEXT_SERVED_PATH} (build the images with `stellwerk "
             "images sysext`), or to a copy of that folder")
 

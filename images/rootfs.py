@@ -21,7 +21,8 @@ PACKAGES: tuple[str, ...] = (
     # init, devices, network, time, names
     "systemd", "systemd-sysv", "udev", "dbus", "systemd-timesyncd", "systemd-resolved", "iproute2",
     # the node's services and their tools
-    "etcd-server", "etcd-client", "wireguard-tools", "nftables", "curl", "ca-certificates",
+    # (no etcd: controllers get the host's as a systemd-sysext image, the way Flatcar nodes get theirs)
+    "wireguard-tools", "nftables", "curl", "ca-certificates",
     # storage: what Ignition's disks stage calls and what the cluster's storage needs
     "mdadm", "nvme-cli", "xfsprogs", "lvm2", "e2fsprogs", "dosfstools", "gdisk", "util-linux",
     # Ignition's files stage: accounts (useradd, usermod, chpasswd) and relabelling (setfiles)
@@ -39,12 +40,14 @@ MMDEBSTRAP_HOOKS = ("/usr/share/mmdebstrap/hooks/merged-usr", "/usr/share/mmdebs
 
 # Units on at boot. The preset file makes first boot keep exactly this set
 # plus what Ignition enables: Debian's presets would enable every installed
-# unit, Debian's own etcd.service among them (Stellwerk's unit runs etcd).
+# unit (Stellwerk's units run what the node serves).
 ENABLED_UNITS: tuple[str, ...] = (
     "systemd-networkd.service", "systemd-networkd.socket", "systemd-resolved.service",
     "systemd-timesyncd.service", "getty@.service", "ssh.service", "remote-fs.target",
     "systemd-pstore.service", "lvm2-monitor.service", "lvm2-lvmpolld.socket", "dm-event.socket",
     "blk-availability.service", "mdadm-shutdown.service", "fstrim.timer",
+    # merges the images Ignition put in /etc/extensions over /usr, before sysinit.target
+    "systemd-sysext.service",
 )
 # systemd's first-boot wizard asks for a locale and a time zone on the console
 # and waits for an answer: a node gets its settings from Ignition instead.

@@ -15,7 +15,7 @@ from stellwerk.render import default_assets_dir, needed_extensions
 from stellwerk.summary import download_bar
 from stellwerk.upstream import default_cache_dir, fetch, read_cached
 
-from .sysext import binaries_from_artifacts, install_image, local_source, local_version, pinned_source
+from stellwerk.sysext import binaries_from_artifacts, install_image, local_source, local_version, pinned_source
 
 
 def parse_binaries(values: tuple[str, ...]) -> dict[str, Path]:
@@ -60,6 +60,7 @@ def build_cluster_images(cluster_file: Path, output: Path | None, *, mirror: Pat
     assets_dir = output if output is not None else default_assets_dir(plan)
     claim_assets_dir(assets_dir, plan.name)
     cache = cache_dir or default_cache_dir()
+    host = {binary: Path(path) for binary, path in nodeos.host_binaries}
     unused = set(local) - {binary for name in needed for binary in BINARIES[name]}
     if unused:
         raise UserError(Problem("--binary", None, "", f"{', '.join(sorted(unused))}: no extension of this cluster "
@@ -71,7 +72,9 @@ def build_cluster_images(cluster_file: Path, output: Path | None, *, mirror: Pat
         if given and len(given) != len(names):
             raise UserError(Problem("--binary", None, "", f"the {name} extension takes all of {', '.join(names)} "
                                     f"from --binary or none; missing: {', '.join(b for b in names if b not in local)}"))
-        if not given and pinned_artifacts(plan, name) is None:
+        if not given and all(binary in host for binary in names):
+            local.update({binary: host[binary] for binary in names})
+        elif not given and pinned_artifacts(plan, name) is None:
             raise UserError(Problem(str(cluster_file), None, "spec.kubernetes.version",
                                     f"this release pins no {name} {version_of(plan, name)} binaries; choose a "
                                     f"pinned version, or pass --binary for each of {', '.join(names)}"))
@@ -79,7 +82,7 @@ def build_cluster_images(cluster_file: Path, output: Path | None, *, mirror: Pat
         names = BINARIES[name]
         if names[0] in local:
             data = _read_local(local, names)
-            built = install_image(assets_dir, name, local_version(data), data, local_source(data),
+            built = install_image(assets_dir, name, local_version(data, nodeos.extension_release), data, local_source(data),
                                   nodeos.extension_release)
         else:
             artifacts = pinned_artifacts(plan, name) or ()

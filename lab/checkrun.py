@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from stellwerk.extensions import read_record
 from stellwerk.plan import NodePlan
 
 from . import checks
@@ -102,6 +103,7 @@ class _Run:
         self.up = {node.name for node in self.expected}
         self.peers = checks.mesh_peers(plan, self.lab.assets) if plan.spec.wireguard.enabled else {}
         self.nvme = component_options(self.lab, "nvme")
+        self.images = read_record(self.lab.assets)  # the sysext images render handed the nodes
         protection = component_options(self.lab, "hostProtection")
         self.policy = None
         if protection is not None:
@@ -158,6 +160,8 @@ class _Run:
         plan = self.lab.plan
         yield checks.check_ignition(node.name, report), False
         yield checks.check_units(node.name, report), False
+        if "etcd" in self.images and node.is_controller:
+            yield checks.check_etcd_image(node.name, report, self.images["etcd"]), False
         if plan.spec.wireguard.enabled:
             yield checks.check_wireguard(node, report, self.peers, self.up, self.latest), True
             yield checks.check_pings(node, report, plan, self.up), True

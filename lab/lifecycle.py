@@ -99,6 +99,8 @@ def bridge_name(cluster: str) -> str:
 def up(options: LabOptions, progress: Callable[[Lab], None] | None = None, say: Callable[[str], None] = print
        ) -> Lab:
     from stellwerk.manifests import load_checked
+    from stellwerk.release import SYSEXT_SERVED_PATH
+    from stellwerk.render import needed_extensions
 
     # All of it checked, patches too, before an existing lab is touched.
     checked = load_checked(options.cluster_file)
@@ -110,6 +112,11 @@ def up(options: LabOptions, progress: Callable[[Lab], None] | None = None, say: 
     missing = disks.problems(loaded, lambda node: domain_name(plan.name, node))
     if missing:
         raise UserError(missing)
+    served = f"http://{host_interface(plan).ip}:{HTTP_PORT}{SYSEXT_SERVED_PATH}"
+    if needed_extensions(plan) and plan.spec.os.sysext_base_url != served:
+        raise UserError(loaded.source.problem(("spec", "os", "sysextBaseURL"), (
+            f"the lab's netboot serves the sysext images at {served}; set sysextBaseURL to that, or the "
+            "controllers' Ignition cannot fetch their etcd")))
     directory = lab_dir(plan.name, options.root)
     if load(directory) is not None:
         say(f"a lab for cluster {plan.name} exists; replacing it")

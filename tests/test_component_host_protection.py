@@ -110,7 +110,7 @@ def roots(rendered, tmp_path_factory) -> dict[str, Path]:
         data = (rendered / "nodes" / name / "ignition.json").read_bytes()
         validate(data)
         root = tmp_path_factory.mktemp(f"root-{name}")
-        apply(data, root)
+        apply(data, root, sysext_from=rendered)
         out[name] = root
     return out
 

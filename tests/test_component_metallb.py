@@ -211,7 +211,7 @@ def test_discovery_unit_lands_on_every_node_and_labels_match_the_peers(run_cli, 
         config = (assets / "nodes" / name / "ignition.json").read_bytes()
         validate(config)
         root = tmp_path / f"root-{name}"
-        apply(config, root)
+        apply(config, root, sysext_from=assets)
         script = root / SCRIPT
         assert script.stat().st_mode & 0o777 == 0o755
         text = script.read_text()
@@ -252,7 +252,7 @@ def test_discovery_script_reports_what_does_not_fit(run_cli, tmp_path):
     require_tool("jq")
     assets, _ = render(run_cli, tmp_path, DISCOVERY % "https://metadata.platformequinix.com/metadata")
     root = tmp_path / "root"
-    apply((assets / "nodes" / "w1" / "ignition.json").read_bytes(), root)
+    apply((assets / "nodes" / "w1" / "ignition.json").read_bytes(), root, sysext_from=assets)
     script = root / SCRIPT
 
     other = json.loads(json.dumps(METADATA))

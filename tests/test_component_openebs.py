@@ -91,7 +91,7 @@ def scratch():
 def applied(assets: Path, node: str, root: Path) -> Path:
     data = (assets / f"nodes/{node}/ignition.json").read_bytes()
     validate(data)
-    apply(data, root)
+    apply(data, root, sysext_from=assets)
     return root
 
 

@@ -11,6 +11,7 @@ the first boot left.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -228,7 +229,8 @@ def test_rootfs_preset_keeps_ignition_first_and_debian_etcd_off():
     assert "20-ignition" < Path(rootfs.PRESET_PATH).name < "90-systemd"
     assert "enable systemd-networkd.service" in preset and preset.rstrip().endswith("disable *")
     assert "etcd" not in " ".join(rootfs.ENABLED_UNITS)
-    assert {"etcd-server", "etcd-client", "wireguard-tools", "nftables", "mdadm", "nvme-cli", "xfsprogs", "lvm2",
+    assert not {"etcd-server", "etcd-client"} & set(rootfs.PACKAGES)  # etcd comes as a sysext image
+    assert {"wireguard-tools", "nftables", "mdadm", "nvme-cli", "xfsprogs", "lvm2",
             "systemd", "curl", "ca-certificates", "iproute2", "passwd", "policycoreutils", "gdisk"} <= set(rootfs.PACKAGES)
 
 
@@ -346,7 +348,7 @@ def test_build_is_cached_and_described(lab_os):
         assert described == {"sha256": digest, "bytes": (lab_os.output / name).stat().st_size}
     assert manifest["kernel"]["package"].startswith("linux-image-") and manifest["kernel"]["release"]
     assert manifest["state_label"] == STATE_LABEL and manifest["kernel_args"] == list(KERNEL_ARGS)
-    assert set(manifest["packages"]) >= {"etcd-server", "etcd-client", "systemd", "wireguard-tools"}
+    assert set(manifest["packages"]) >= {"systemd", "wireguard-tools"}
 
 
 def _split_initrd(initrd: Path) -> tuple[list[str], bytes]:
@@ -381,7 +383,8 @@ def test_initrd_holds_the_image_and_a_small_boot_archive(lab_os, tmp_path):
                        stdin=lab_os.initrd.open("rb"), stdout=out, check=True)
     listed = subprocess.run(["unsquashfs", "-lc", str(squashfs)], capture_output=True, text=True, check=True).stdout
     listing = {line.removeprefix("squashfs-root") for line in listed.splitlines()}
-    for path in ("/usr/bin/etcd", "/usr/bin/etcdctl", "/usr/bin/wg", "/usr/sbin/nft", "/usr/sbin/mdadm",
+    assert "/usr/bin/etcd" not in listing and "/usr/lib/systemd/system/systemd-sysext.service" in listing
+    for path in ("/usr/bin/wg", "/usr/sbin/nft", "/usr/sbin/mdadm",
                  "/usr/sbin/nvme", "/usr/sbin/mkfs.xfs", "/usr/sbin/lvm", "/usr/sbin/setfiles", "/usr/sbin/useradd",
                  "/usr/sbin/sgdisk", "/usr/bin/curl", "/etc/selinux/stellwerk/contexts/files/file_contexts",
                  f"/usr/lib/modules/{release}/modules.dep", "/usr/lib/systemd/system-preset/80-stellwerk.preset"):
@@ -407,7 +410,7 @@ mkdir -p /var/lib/stellwerk-test && echo "$boots" >/var/lib/stellwerk-test/boots
 echo "STELLWERK-CHECK boot=$boots note=$(cat /etc/stellwerk-test/note) data=$(cat /var/mnt/data/hello)" \\
   "etcd=$(etcd --version | sed -n 's/^etcd Version: //p') wg=$(wg --version | cut -d' ' -f2)" \\
   "user=$(id -un core) networkd=$(systemctl is-active systemd-networkd)" \\
-  "debian-etcd=$(systemctl is-enabled etcd.service) root=$(findmnt -no FSTYPE /)" \\
+  "usr=$(findmnt -no FSTYPE /usr) root=$(findmnt -no FSTYPE /)" \\
   "state=$(findmnt -no SOURCE /run/stellwerk/state) ok"
 """
 CHECK_UNIT = """[Unit]
@@ -441,8 +444,20 @@ WantedBy=local-fs.target
 """
 
 
-def node_config() -> bytes:
-    """What Stellwerk gives a lab node, cut down: the state filesystem, a data disk, a user, files, a unit."""
+def etcd_image(directory: Path) -> bytes:
+    """The lab OS's etcd sysext image, as render builds it for controllers: the host's etcd, for Debian 12."""
+    from stellwerk.ignition.nodeos import node_os
+    from stellwerk.sysext import build_image, extension_release
+
+    lab = node_os("lab")
+    binaries = {name: Path(path).read_bytes() for name, path in lab.host_binaries}
+    build_image("etcd", binaries, extension_release("etcd", lab.extension_release, "test"), directory / "etcd.raw")
+    return (directory / "etcd.raw").read_bytes()
+
+
+def node_config(image_url: str, image: bytes) -> bytes:
+    """What Stellwerk gives a lab node, cut down: the state filesystem, a data disk, a user, files, a unit, and
+    etcd as a sysext image fetched by its sha512."""
     install = f"/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_{INSTALL_SERIAL}"
     data = f"/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_{DATA_SERIAL}"
     config = model.Config(
@@ -454,7 +469,10 @@ def node_config() -> bytes:
             model.File(path="/etc/stellwerk-test/note", contents=b"written-by-ignition\n"),
             model.File(path="/var/mnt/data/hello", contents=b"on-the-data-disk\n"),
             model.File(path="/usr/local/bin/stellwerk-check", contents=CHECK_SCRIPT, mode=0o755),
+            model.File(path="/opt/extensions/etcd/etcd.raw", source=image_url,
+                       verification="sha512-" + hashlib.sha512(image).hexdigest()),
         ),
+        links=(model.Link(path="/etc/extensions/etcd.raw", target="/opt/extensions/etcd/etcd.raw", hard=False),),
         users=(model.User(name="core"),),
         units=(
             model.Unit(name="stellwerk-check.service", contents=CHECK_UNIT, enabled=True),
@@ -469,6 +487,17 @@ def config_server(config: bytes) -> Iterator[tuple[str, list[str]]]:
     with http_server({"/config.ign": config}) as (url, requested):
         # QEMU's user-mode network shows the host's loopback to the guest as 10.0.2.2
         yield url.replace("127.0.0.1", "10.0.2.2") + "/config.ign", requested
+
+
+@contextmanager
+def node_config_server(directory: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serves node_config() and the etcd image it fetches; yields the config's URL as the guest sees it."""
+    image = etcd_image(directory)
+    with http_server({"/etcd.raw": image}) as (image_url, _):
+        config = node_config(image_url.replace("127.0.0.1", "10.0.2.2") + "/etcd.raw", image)
+        ignition_engine.validate(config)
+        with config_server(config) as served:
+            yield served
 
 
 def boot(lab_os: labos.LabOs, url: str, disks: list[qemu.Disk], console: Path, timeout: float) -> tuple[str, float]:
@@ -499,11 +528,9 @@ def raw_disk(path: Path, size: str = "1G") -> Path:
 @pytest.mark.vm
 def test_first_boot_runs_ignition_and_later_boots_keep_the_root(lab_os, tmp_path):
     require_tool("qemu-system-x86_64")
-    config = node_config()
-    ignition_engine.validate(config)
     disks = [qemu.Disk(raw_disk(tmp_path / "install.img"), INSTALL_SERIAL),
              qemu.Disk(raw_disk(tmp_path / "data.img", "512M"), DATA_SERIAL)]
-    with config_server(config) as (url, requested):
+    with node_config_server(tmp_path) as (url, requested):
         first, first_seconds = boot(lab_os, url, disks, tmp_path / "console-1.log", timeout=360)
         fetched_first = list(requested)
         second, second_seconds = boot(lab_os, url, disks, tmp_path / "console-2.log", timeout=240)
@@ -516,7 +543,8 @@ def test_first_boot_runs_ignition_and_later_boots_keep_the_root(lab_os, tmp_path
     check = check_line(first)
     assert check == {"boot": "1", "note": "written-by-ignition", "data": "on-the-data-disk",
                      "etcd": check["etcd"], "wg": check["wg"], "user": "core", "networkd": "active",
-                     "debian-etcd": "disabled", "root": "overlay", "state": "/dev/nvme0n1"}
+                     "usr": "overlay", "root": "overlay", "state": "/dev/nvme0n1"}
+    # etcd is not in the image: it ran from the sysext image Ignition fetched, merged over /usr by systemd-sysext.
     assert re.fullmatch(r"3\.\d+\.\d+", check["etcd"]) and check["wg"].startswith("v1.")
 
     assert fetched_second == [], "a later boot must not fetch the Ignition config"

@@ -4,18 +4,19 @@ busy host needs it to."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import requests
 
 from support import etcd_members
-from support.clusters import write_cluster
+from support.sysext import served_sysext
 from support.tools import require_tool
 from stellwerk.lab import checkrun, checks
 from stellwerk.lab.lifecycle import Lab, load_plan
@@ -28,7 +29,7 @@ kind: Cluster
 metadata: {name: loopcheck}
 spec:
   kubernetes: {apiEndpoint: 127.0.0.21}
-  os: {family: lab}
+  os: {family: lab, sysextBaseURL: "http://10.213.0.1:8080/assets/sysext"}
   network: {nodeCIDR: 127.0.0.0/24}
   wireguard: {network: 10.250.0.0/24}
   controllers:
@@ -51,8 +52,9 @@ def loop_lab(tmp_path_factory) -> Iterator[tuple[Lab, str, dict]]:
     from stellwerk.render import render
 
     work = tmp_path_factory.mktemp("loop-lab")
-    cluster_file = write_cluster(work, CLUSTER)
     assets = work / "lab" / "assets"
+    served = ExitStack()  # the controllers' Ignition fetches their etcd image from it
+    cluster_file = served.enter_context(served_sysext(CLUSTER, assets, work))
     render(cluster_file, assets)
     plan = load_plan(cluster_file)
     state = LabState(cluster=plan.name, cluster_file=str(cluster_file), assets=str(assets), host_address="127.0.0.1",
@@ -72,6 +74,21 @@ def loop_lab(tmp_path_factory) -> Iterator[tuple[Lab, str, dict]]:
     finally:
         collector.terminate()
         collector.wait(timeout=10)
+        served.close()
+
+
+def etcd_extension(lab: Lab, node: str) -> str:
+    """The report's etcd facts, read from the root the real Ignition applied the node's config to: the image it
+    fetched, its sha512 and the release file inside it; a booted node adds that systemd-sysext merged it."""
+    root = lab.directory.parent / "roots" / node
+    if not (root / "etc/extensions/etcd.raw").is_symlink():
+        return ""
+    target = str((root / "etc/extensions/etcd.raw").readlink())
+    image = root / target.lstrip("/")
+    release = subprocess.run(["unsquashfs", "-cat", str(image), "usr/lib/extension-release.d/extension-release.etcd"],
+                             capture_output=True, text=True, check=True).stdout
+    digest = hashlib.sha512(image.read_bytes()).hexdigest()
+    return release + f"IMAGE={target}\nIMAGE_SHA512={digest}\nUSR_FSTYPE=overlay\nETCD=/usr/bin/etcd\n"
 
 
 def node_report(lab: Lab, node: str, system: str = "running", jobs: str = "", broken: frozenset = frozenset()) -> dict:
@@ -95,7 +112,7 @@ def node_report(lab: Lab, node: str, system: str = "running", jobs: str = "", br
     return {"node": node, "bootId": f"boot-{node}", "system": system + "\n", "jobs": jobs, "units": "",
             "ignition": {"provisioningDate": "2026-12-03T10:00:00Z"}, "wg": "\n".join(lines) + "\n",
             "wgTime": f"{now}\n", "pings": "\n".join(pings) + "\n", "uptime": f"{uptime:.2f} {uptime:.2f}\n",
-            "bootFinished": f"{finished}\n"}
+            "bootFinished": f"{finished}\n", "etcdExtension": etcd_extension(lab, node)}
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.clusters import write_cluster
+from support.clusters import line_of, write_cluster
 from support.paths import EXAMPLE
 from stellwerk.lab import disks
 from stellwerk.lab.lifecycle import domain_name
@@ -82,3 +82,15 @@ def test_lab_up_checks_patches_before_it_touches_anything(tmp_path, run_cli):
     result = run_cli("lab", "up", write_cluster(tmp_path, text), "--lab-dir", root)
     assert result.code == 2 and "spec.components.hostProtection.patches[0]" in result.err, result.err
     assert "Traceback" not in result.err and not root.exists()
+
+
+def test_lab_up_refuses_a_sysext_url_the_lab_does_not_serve_before_it_makes_anything(tmp_path, run_cli):
+    pytest.importorskip("libvirt")
+    text = EXAMPLE.read_text().replace("sysextBaseURL: http://10.213.0.1:8080/assets/sysext",
+                                       "sysextBaseURL: http://10.213.0.9:8080/assets/sysext")
+    root = tmp_path / "labs"
+    path = write_cluster(tmp_path, text)
+    result = run_cli("lab", "up", path, "--lab-dir", root)
+    assert result.code == 2 and "Traceback" not in result.err and not root.exists()
+    assert (f"{path}:{line_of(text, 'sysextBaseURL')}: spec.os.sysextBaseURL: the lab's netboot serves the sysext "
+            "images at http://10.213.0.1:8080/assets/sysext") in result.err

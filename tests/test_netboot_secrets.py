@@ -131,8 +131,9 @@ def test_ignition_fetches_the_secret_part_over_pinned_tls_and_ends_with_the_rend
     assert response.status_code == 200
     assert_public_part_of(response.content, assets / f"nodes/{node}/ignition.json")
     assert pointer(response.content)["source"].startswith(f"https://127.0.0.1:{server.tls_port}/secrets?token=")
-    ignition_engine.apply(response.content, tmp_path / "netbooted", online=True)
-    ignition_engine.apply((assets / f"nodes/{node}/ignition.json").read_bytes(), tmp_path / "rendered")
+    ignition_engine.apply(response.content, tmp_path / "netbooted", online=True, sysext_from=assets)
+    ignition_engine.apply((assets / f"nodes/{node}/ignition.json").read_bytes(), tmp_path / "rendered",
+                          sysext_from=assets)
     netbooted, rendered = tree(tmp_path / "netbooted"), tree(tmp_path / "rendered")
     assert netbooted == rendered
     key = "etc/kubernetes/pki/ca.key" if node == "c1" else "etc/systemd/network/wg0.key"

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import yaml
 
 from support.clusters import write_cluster
 from support.paths import BASE_EXAMPLE_TEXT, EXAMPLE, REPO
-from support.sysext import build_images, render_flatcar
+from support.sysext import build_images, render_flatcar, served_sysext
 from support.tools import require_tool
 from support.ignition_engine import apply, validate
 
@@ -22,12 +23,15 @@ CA_KEY_MARKERS = ("ca.key", "front-proxy-ca.key", "etcd/ca.key")
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
+def rendered(tmp_path_factory) -> Iterator[Path]:
+    """The lab example rendered, with its etcd sysext image served on loopback for the configs applied below."""
     from stellwerk.render import render
 
-    assets = tmp_path_factory.mktemp("assets") / "lab"
-    render(EXAMPLE, assets)
-    return assets
+    scratch = tmp_path_factory.mktemp("assets")
+    assets = scratch / "lab"
+    with served_sysext(EXAMPLE.read_text(), assets, scratch) as cluster:
+        render(cluster, assets)
+        yield assets
 
 
 def tree(root: Path) -> dict[str, tuple[bytes, int, int]]:
@@ -79,7 +83,10 @@ def test_worker_config_holds_no_ca_key(rendered):
     # Controllers get ca.key (the controller-manager signs with it) but never the etcd or front-proxy CA keys.
     controller = (rendered / "nodes/c1/ignition.json").read_bytes()
     controller_config = loads(controller)
-    bodies = b"".join(file_contents(f) for f in controller_config.files)
+    # (the one remote file is the etcd sysext image, fetched by its sha512: binaries only)
+    remote = [f for f in controller_config.files if f.source and not f.source.startswith("data:")]
+    assert [f.path.startswith("/opt/extensions/etcd/") for f in remote] == [True]
+    bodies = b"".join(file_contents(f) for f in controller_config.files if f not in remote)
     assert (rendered / "pki/ca.key").read_bytes() in bodies
     assert (rendered / "pki/etcd/ca.key").read_bytes() not in bodies
     assert (rendered / "pki/front-proxy-ca.key").read_bytes() not in bodies
@@ -230,7 +237,7 @@ def test_bootstrap_manifests(rendered):
 
 def test_rerender_is_byte_identical_and_writes_nothing(rendered, run_cli):
     before = tree(rendered)
-    result = run_cli("render", EXAMPLE, "-o", rendered)
+    result = run_cli("render", rendered.parent / "cluster.yaml", "-o", rendered)
     assert result.code == 0, result.err
     assert "secrets: all loaded, none created" in result.out
     assert "0 created, 0 updated, 0 removed" in result.out
@@ -330,7 +337,8 @@ def test_render_without_permission_to_write_is_a_clean_error(tmp_path, run_cli):
 def test_flatcar_nodes_fetch_the_built_sysext_images_by_their_sha512(tmp_path, run_cli, example_text):
     from stellwerk.ignition.model import loads
 
-    text = example_text.replace("    family: lab\n", "    family: flatcar\n    sysextBaseURL: http://10.0.0.2:8080/assets/sysext/\n")
+    text = example_text.replace("    family: lab\n", "    family: flatcar\n").replace(
+        "    sysextBaseURL: http://10.213.0.1:8080/assets/sysext\n", "    sysextBaseURL: http://10.0.0.2:8080/assets/sysext/\n")
     cluster = write_cluster(tmp_path, text)
     assets = tmp_path / "assets"
     # Without the images, render names what is missing and the command that builds it, and writes no config.
@@ -366,7 +374,8 @@ def test_flatcar_nodes_fetch_the_built_sysext_images_by_their_sha512(tmp_path, r
 
 
 def test_flatcar_clusters_must_say_where_their_sysext_images_are_served(tmp_path, run_cli, example_text):
-    cluster = write_cluster(tmp_path, example_text.replace("    family: lab\n", "    family: flatcar\n"))
+    text = example_text.replace("    family: lab\n", "    family: flatcar\n")
+    cluster = write_cluster(tmp_path, text.replace("    sysextBaseURL: http://10.213.0.1:8080/assets/sysext\n", ""))
     result = run_cli("validate", cluster)
     assert result.code == 2 and "spec.os.sysextBaseURL" in result.err and "/assets/sysext" in result.err
 

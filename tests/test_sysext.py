@@ -91,7 +91,7 @@ def tarball(members: dict[str, bytes]) -> bytes:
 def test_pinned_files_are_downloaded_checked_and_unpacked_and_a_different_file_is_refused(tmp_path):
     from stellwerk.base.errors import UserError
     from stellwerk.binaries import Artifact
-    from stellwerk.images.sysext import binaries_from_artifacts, install_image, pinned_source
+    from stellwerk.sysext import binaries_from_artifacts, install_image, pinned_source
     from stellwerk.release import UpstreamManifest
     from stellwerk.upstream import fetch, read_cached
 
@@ -170,3 +170,21 @@ def test_ignition_fetches_each_image_from_netboot_by_its_sha512_and_refuses_a_co
         with pytest.raises(AssertionError, match="hash"):
             apply(config, tmp_path / "c1-corrupted", online=True)
         assert not (tmp_path / "c1-corrupted/opt/extensions/etcd" / record["etcd"]["image"]).exists()
+
+
+def test_the_lab_check_names_an_etcd_that_is_not_from_the_rendered_image():
+    from stellwerk.base.types import ExtensionImage
+    from stellwerk.lab.checks import check_etcd_image
+
+    image = ExtensionImage("etcd", "local-0123456789ab", "etcd-local-0123456789ab-x86-64.raw", "ab" * 64, "test")
+    facts = ("ID=debian\nVERSION_ID=12\nARCHITECTURE=x86-64\nSTELLWERK_EXTENSION=etcd\nSTELLWERK_SOURCE=\"this host's "
+             "/usr/bin/etcd sha256:00\"\nIMAGE=/opt/extensions/etcd/etcd-local-0123456789ab-x86-64.raw\n"
+             f"IMAGE_SHA512={'ab' * 64}\nUSR_FSTYPE=overlay\nETCD=/usr/bin/etcd\n")
+    good = check_etcd_image("c1", {"etcdExtension": facts}, image)
+    assert good.ok and "from the sysext etcd-local-0123456789ab-x86-64.raw" in good.detail
+    assert "built from this host's /usr/bin/etcd" in good.detail
+    other = check_etcd_image("c1", {"etcdExtension": facts.replace("ab" * 64, "cd" * 64)}, image)
+    assert not other.ok and "its image has sha512 cdcdcdcdcdcdcdcd…, render gave abababababababab…" in other.detail
+    unmerged = check_etcd_image("c1", {"etcdExtension": facts.replace("USR_FSTYPE=overlay", "USR_FSTYPE=")}, image)
+    assert not unmerged.ok and "systemd-sysext did not merge it (/usr is not a mount)" in unmerged.detail
+    assert not check_etcd_image("c1", {"etcdExtension": ""}, image).ok

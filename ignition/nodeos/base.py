@@ -12,7 +12,7 @@ from stellwerk.netboot.documents import CONFIG_FILES, Profile
 
 from stellwerk.base.types import ExtensionImage
 
-from ..model import Config
+from ..model import Config, File, Link
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import NodePlan, Plan
@@ -29,6 +29,21 @@ def no_parts(plan: Plan, node: NodePlan, images: Images) -> tuple[Config, ...]:
 
 def no_extensions(plan: Plan, node: NodePlan) -> tuple[str, ...]:
     return ()
+
+
+def sysext_config(plan: Plan, names: tuple[str, ...], images: Images) -> Config:
+    """Each sysext image from the folder os.sysextBaseURL names, checked by the sha512 it had when it was built,
+    kept under /opt/extensions/<name>/ and linked into /etc/extensions, where systemd-sysext merges it at boot."""
+    base = plan.spec.os.sysext_base_url
+    files, links = [], []
+    for name in names:
+        image = images[name]
+        target = f"/opt/extensions/{name}/{image.image}"
+        files.append(File(path=target, source=f"{base}/{image.image}", mode=0o644,
+                          verification=f"sha512-{image.sha512}"))
+        # The link's name is the extension's: systemd-sysext wants extension-release.<name> inside it.
+        links.append(Link(path=f"/etc/extensions/{name}.raw", target=target, hard=False))
+    return Config(files=tuple(files), links=tuple(links))
 
 
 def profile(profile_id: str, *, kernel: str | None, initrd: tuple[str, ...], args: tuple[str, ...],
@@ -59,6 +74,9 @@ class NodeOS:
     # image must carry for systemd-sysext to merge it on this OS.
     extensions: Callable[[Plan, NodePlan], tuple[str, ...]] = no_extensions
     extension_release: tuple[tuple[str, str], ...] = ()
+    # Where `stellwerk images sysext` takes a binary from when no --binary names one and no pin should be used:
+    # the host's own file, for an OS built from the host's distribution (the lab OS).
+    host_binaries: tuple[tuple[str, str], ...] = ()
 
     @property
     def config_file(self) -> str:

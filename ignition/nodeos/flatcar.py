@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..model import Config, File, Link
 from stellwerk.netboot.documents import Profile
 
-from .base import CONSOLE_ARGS, Images, NodeOS, profile
+from .base import CONSOLE_ARGS, NodeOS, profile, sysext_config
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
     from stellwerk.plan import NodePlan, Plan
@@ -22,20 +21,6 @@ if TYPE_CHECKING:  # the plan imports the spec, which imports the components, wh
 
 def extensions(plan: Plan, node: NodePlan) -> tuple[str, ...]:
     return ("kubernetes", "etcd") if node.is_controller else ("kubernetes",)
-
-
-def sysext_config(plan: Plan, node: NodePlan, images: Images) -> Config:
-    """Each image from the folder sysextBaseURL names, checked by the sha512 it had when it was built."""
-    base = plan.spec.os.sysext_base_url
-    files, links = [], []
-    for name in extensions(plan, node):
-        image = images[name]
-        target = f"/opt/extensions/{name}/{image.image}"
-        files.append(File(path=target, source=f"{base}/{image.image}", mode=0o644,
-                          verification=f"sha512-{image.sha512}"))
-        # The link's name is the extension's: systemd-sysext wants extension-release.<name> inside it.
-        links.append(Link(path=f"/etc/extensions/{name}.raw", target=target, hard=False))
-    return Config(files=tuple(files), links=tuple(links))
 
 
 def netboot_profile(plan: Plan) -> Profile:
@@ -55,7 +40,7 @@ OS = NodeOS(
     family="flatcar", config_format="ignition", provisioner="Ignition",
     binaries="systemd-sysext images (kubernetes, and etcd on controllers) fetched by Ignition",
     storage=True, kernel_arguments=True, official_extensions="/etc/flatcar/enabled-sysext.conf",
-    host_parts=lambda plan, node, images: (sysext_config(plan, node, images),),
+    host_parts=lambda plan, node, images: (sysext_config(plan, extensions(plan, node), images),),
     netboot_profile=netboot_profile, installs_to_disk=True, install_metadata=install_metadata,
     # Flatcar's os-release has ID=flatcar and SYSEXT_LEVEL=1.0: an image carrying these merges on every release.
     extensions=extensions, extension_release=(("ID", "flatcar"), ("SYSEXT_LEVEL", "1.0")),

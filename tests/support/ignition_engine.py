@@ -13,6 +13,7 @@ account databases.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -135,11 +136,18 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def apply(config_bytes: bytes, root: Path, *, online: bool = False) -> str:
+def apply(config_bytes: bytes, root: Path, *, online: bool = False, sysext_from: Path | None = None) -> str:
     """Apply a config with the real Ignition into `root`; returns the log of both stages.
 
     `online` runs the fetch stage instead of fetch-offline, so that remote merge sources (https with a pinned CA)
-    are fetched and verified by Ignition itself."""
+    are fetched and verified by Ignition itself. `sysext_from` (an assets directory) serves its sysext images on
+    loopback, as netboot serves them at the node's sysextBaseURL, and points the config's image sources there:
+    Ignition still fetches each one and checks it by the sha512 that render gave it."""
+    if sysext_from is not None:
+        from .webserver import static_http
+
+        with static_http(sysext_from / "boot" / "sysext") as base:
+            return apply(_images_from(config_bytes, base), root, online=online)
     binary = ignition_binary()
     if binary is None:
         raise AssertionError("the ignition binary is not installed")
@@ -191,3 +199,13 @@ def merged_by_ignition(config_bytes: bytes, *, online: bool = False) -> bytes:
             log = result.stdout + result.stderr
             raise AssertionError(f"ignition {stage[1]} failed (exit {result.returncode}):\n{log}")
         return (state / "cache.json").read_bytes()
+
+
+def _images_from(config_bytes: bytes, base: str) -> bytes:
+    config = json.loads(config_bytes)
+    for entry in config.get("storage", {}).get("files", []):
+        contents = entry.get("contents") or {}
+        source = contents.get("source") or ""
+        if "/assets/sysext/" in source and entry["path"].startswith("/opt/extensions/"):
+            contents["source"] = f"{base}/{source.rsplit('/', 1)[1]}"
+    return json.dumps(config).encode()

@@ -8,7 +8,11 @@ host's real etcd (Debian's etcd-server), which the sysext tests do run.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from .webserver import static_http
 
 STAND_IN = b"#!/bin/sh\n# stand-in: no Kubernetes binary reaches this machine\nexit 0\n"
 
@@ -52,7 +56,8 @@ FLATCAR_OS = "    family: flatcar\n    sysextBaseURL: http://10.213.0.2:8080/ass
 def on_flatcar(text: str) -> str:
     """A lab-family cluster file moved to Flatcar, with the folder its sysext images are served from."""
     assert "    family: lab\n" in text
-    return text.replace("    family: lab\n", FLATCAR_OS)
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("    sysextBaseURL: ")]
+    return "".join(lines).replace("    family: lab\n", FLATCAR_OS)
 
 
 def render_flatcar(cluster_file: Path, assets_dir: Path, **options):
@@ -61,3 +66,20 @@ def render_flatcar(cluster_file: Path, assets_dir: Path, **options):
 
     build_images(cluster_file, assets_dir)
     return render(cluster_file, assets_dir, **options)
+
+
+LAB_EXAMPLE_URL = "http://10.213.0.1:8080/assets/sysext"
+
+
+@contextmanager
+def served_sysext(cluster_text: str, assets_dir: Path, scratch: Path) -> Iterator[Path]:
+    """A copy of the cluster file whose sysextBaseURL is a loopback server of ASSETS/boot/sysext, so the real
+    Ignition can fetch the images render builds there; yields the copy's path while the server runs."""
+    www = scratch / "www"
+    www.mkdir(parents=True)
+    (www / "sysext").symlink_to(assets_dir / "boot" / "sysext")  # there once render has built the images
+    with static_http(www) as base:
+        assert LAB_EXAMPLE_URL in cluster_text
+        cluster = scratch / "cluster.yaml"
+        cluster.write_text(cluster_text.replace(LAB_EXAMPLE_URL, f"{base}/sysext"))
+        yield cluster

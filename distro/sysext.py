@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -18,10 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stellwerk.base.errors import Problem, UserError
-from stellwerk.base.types import ExtensionImage
-from stellwerk.binaries import Artifact
-from stellwerk.extensions import ARCHITECTURE, BINARIES, SYSEXT_DIR, image_name, read_record, sha512_of, write_record
+from .base.errors import Problem, UserError
+from .base.fsutil import make_dirs
+from .base.types import ExtensionImage
+from .binaries import Artifact
+from .extensions import ARCHITECTURE, BINARIES, SYSEXT_DIR, image_name, read_record, sha512_of, write_record
 
 # zstd: the fastest to decompress of the compressors both Flatcar's and Debian's kernels read.
 MKSQUASHFS_OPTIONS = ("-noappend", "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-comp", "zstd",
@@ -99,13 +102,13 @@ def install_image(assets_dir: Path, name: str, version: str, binaries: Mapping[s
         raise UserError(Problem(name, None, "", f"the {name} extension needs {', '.join(BINARIES[name])}; "
                                 f"missing: {', '.join(missing)}"))
     directory = assets_dir / SYSEXT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     file_name = image_name(name, version)
     target = directory / file_name
     release = extension_release(name, os_fields, source)
     with tempfile.TemporaryDirectory(prefix=".sysext-", dir=directory) as scratch:
         fresh = Path(scratch) / file_name
-        build_image(name, binaries, release, fresh)
+        cached_build(name, binaries, release, fresh)
         digest = sha512_of(fresh)
         state = "built"
         if target.exists():
@@ -122,11 +125,14 @@ def install_image(assets_dir: Path, name: str, version: str, binaries: Mapping[s
     return Built(image, state)
 
 
-def local_version(binaries: Mapping[str, bytes]) -> str:
-    """The version of an image built from the operator's own binaries: a digest of them, since they carry none."""
+def local_version(binaries: Mapping[str, bytes], os_fields: Sequence[tuple[str, str]]) -> str:
+    """The version of an image built from local binaries: a digest of them and of the OS it is for, since the
+    binaries carry no version Stellwerk can trust."""
     digest = hashlib.sha256()
     for binary, data in sorted(binaries.items()):
         digest.update(f"{binary}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    for key, value in os_fields:
+        digest.update(f"{key}={value}\n".encode())
     return f"local-{digest.hexdigest()[:12]}"
 
 
@@ -137,3 +143,61 @@ def local_source(binaries: Mapping[str, bytes]) -> str:
 
 def pinned_source(artifacts: Sequence[Artifact]) -> str:
     return ", ".join(f"{artifact.url} sha256:{artifact.sha256}" for artifact in artifacts)
+
+
+# Builds are a function of their inputs, so one made before (another assets directory, an earlier render) is
+# copied instead of squashed again; a cache that cannot be written only costs the time.
+BUILD_CACHE_VERSION = 1
+
+
+def build_cache_dir() -> Path:
+    return Path(os.environ.get("STELLWERK_IMAGES_CACHE", "/var/cache/stellwerk/images")) / "sysext"
+
+
+def cached_build(name: str, binaries: Mapping[str, bytes], release: bytes, output: Path) -> None:
+    key = hashlib.sha256(json.dumps({
+        "version": BUILD_CACHE_VERSION, "name": name, "release": release.decode(), "options": MKSQUASHFS_OPTIONS,
+        "binaries": {binary: hashlib.sha256(data).hexdigest() for binary, data in sorted(binaries.items())},
+    }, sort_keys=True).encode()).hexdigest()
+    cached = build_cache_dir() / f"{key}.raw"
+    if cached.is_file():
+        shutil.copyfile(cached, output)
+        output.chmod(0o644)
+        return
+    build_image(name, binaries, release, output)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        shutil.copyfile(output, partial)
+        partial.replace(cached)
+    except OSError:
+        pass
+
+
+def build_from_host(assets_dir: Path, needed: set[str], host_binaries: Sequence[tuple[str, str]],
+                    os_fields: Sequence[tuple[str, str]]) -> list[Built]:
+    """Build the needed extensions that the node OS takes from the host's own binaries and that are not built yet
+    (the lab OS's etcd is the host's Debian etcd); the rest is left to `stellwerk images sysext`."""
+    host = dict(host_binaries)
+    recorded = read_record(assets_dir)
+    built = []
+    for name in sorted(needed):
+        names = BINARIES[name]
+        if name in recorded or not all(binary in host for binary in names):
+            continue
+        binaries = {}
+        for binary in names:
+            try:
+                binaries[binary] = Path(host[binary]).read_bytes()
+            except OSError as exc:
+                raise UserError(Problem(host[binary], None, "", f"the {name} sysext image is built from this host's "
+                                        f"{binary}: {exc.strerror or exc}; install it (Debian: etcd-server, "
+                                        "etcd-client), or build the image with `stellwerk images sysext --binary`"))
+        built.append(install_image(assets_dir, name, local_version(binaries, os_fields), binaries,
+                                   host_source(binaries, host), os_fields))
+    return built
+
+
+def host_source(binaries: Mapping[str, bytes], paths: Mapping[str, str]) -> str:
+    return "this host's " + ", ".join(f"{paths[binary]} sha256:{hashlib.sha256(data).hexdigest()}"
+                                      for binary, data in sorted(binaries.items()))
