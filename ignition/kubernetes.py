@@ -216,6 +216,8 @@ def _static_pod(
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "livenessProbe": probe(probes["liveness"], 8),
+        # As kubeadm: a slow first start (image pulls, etcd not yet up) gets four minutes before liveness counts.
+        "startupProbe": probe(probes["liveness"], 24),
         "resources": {"requests": {"cpu": requests_cpu}},
         "volumeMounts": [{"name": name, "mountPath": path, "readOnly": True} for name, path, _ in mounts],
     }

@@ -106,6 +106,9 @@ def test_real_ignition_applies_the_controller_config(rendered, tmp_path):
         manifest = yaml.safe_load((root / f"etc/kubernetes/manifests/{pod}.yaml").read_text())
         assert manifest["metadata"]["name"] == pod
         assert manifest["spec"]["containers"][0]["image"] == f"registry.k8s.io/{pod}:v1.31.4"
+        container = manifest["spec"]["containers"][0]
+        assert container["startupProbe"]["failureThreshold"] == 24
+        assert container["startupProbe"]["httpGet"]["path"] == container["livenessProbe"]["httpGet"]["path"]
     apiserver = yaml.safe_load((root / "etc/kubernetes/manifests/kube-apiserver.yaml").read_text())
     command = apiserver["spec"]["containers"][0]["command"]
     assert "--etcd-servers=https://10.213.0.11:2379,https://10.213.0.12:2379,https://10.213.0.13:2379" in command
@@ -123,6 +126,11 @@ def test_real_ignition_applies_the_controller_config(rendered, tmp_path):
         assert f"enable {unit}" in preset
     kubelet_unit = (root / "etc/systemd/system/kubelet.service").read_text()
     assert "ConditionPathExists=/usr/bin/kubelet" in kubelet_unit
+    assert "\nWants=network-online.target containerd.service\n" in kubelet_unit
+    # etcd comes as the sysext image render built, fetched by Ignition and linked where systemd-sysext looks.
+    [image] = (rendered / "boot/sysext").glob("etcd-*.raw")
+    link = root / "etc/extensions/etcd.raw"
+    assert link.is_symlink() and (root / str(link.readlink()).lstrip("/")).read_bytes() == image.read_bytes()
     assert (root / "etc/hostname").read_text() == "c1\n"
     assert "ops@example" in (root / "home/core/.ssh/authorized_keys.d/ignition").read_text()
     assert (root / "etc/motd.d/stellwerk.conf").exists()  # the example's snippet was merged
@@ -361,6 +369,8 @@ def test_flatcar_nodes_fetch_the_built_sysext_images_by_their_sha512(tmp_path, r
         assert file.verification == "sha512-" + hashlib.sha512(image.read_bytes()).hexdigest()
     links = {link.path: link.target for link in controller.links}
     assert {links["/etc/extensions/etcd.raw"], links["/etc/extensions/kubernetes.raw"]} == set(fetched)
+    # Flatcar's own reboot manager stays off: uncoordinated reboots can cost etcd its quorum.
+    assert [(u.name, u.mask) for u in controller.units if u.name == "locksmithd.service"] == [("locksmithd.service", True)]
     # Workers run no etcd, so they do not download it.
     assert [Path(f.path).name for f in worker.files if f.source] == [n for n in built if n.startswith("kubernetes-")]
     for name in ("c1", "w1"):

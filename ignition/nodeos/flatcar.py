@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from stellwerk.netboot.documents import Profile
 
+from ..model import Config, Unit
+
 from .base import CONSOLE_ARGS, NodeOS, profile, sysext_config
 
 if TYPE_CHECKING:  # the plan imports the spec, which imports the components, which use these
@@ -21,6 +23,11 @@ if TYPE_CHECKING:  # the plan imports the spec, which imports the components, wh
 
 def extensions(plan: Plan, node: NodePlan) -> tuple[str, ...]:
     return ("kubernetes", "etcd") if node.is_controller else ("kubernetes",)
+
+
+# locksmithd reboots a node whenever an OS update is staged, with no regard for the cluster: three controllers
+# rebooting on their own can cost etcd its quorum. Reboots are the operator's to schedule.
+NO_LOCKSMITH = Config(units=(Unit(name="locksmithd.service", mask=True),))
 
 
 def netboot_profile(plan: Plan) -> Profile:
@@ -40,7 +47,7 @@ OS = NodeOS(
     family="flatcar", config_format="ignition", provisioner="Ignition",
     binaries="systemd-sysext images (kubernetes, and etcd on controllers) fetched by Ignition",
     storage=True, kernel_arguments=True, official_extensions="/etc/flatcar/enabled-sysext.conf",
-    host_parts=lambda plan, node, images: (sysext_config(plan, extensions(plan, node), images),),
+    host_parts=lambda plan, node, images: (sysext_config(plan, extensions(plan, node), images), NO_LOCKSMITH),
     netboot_profile=netboot_profile, installs_to_disk=True, install_metadata=install_metadata,
     # Flatcar's os-release has ID=flatcar and SYSEXT_LEVEL=1.0: an image carrying these merges on every release.
     extensions=extensions, extension_release=(("ID", "flatcar"), ("SYSEXT_LEVEL", "1.0")),
