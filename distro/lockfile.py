@@ -55,8 +55,10 @@ def lock_document(plan: Plan) -> str:
     document["resolved"] = {
         "stellwerkVersion": __version__,
         "images": {
-            component: release.control_plane_image(component, kubernetes_version)
-            for component in release.CONTROL_PLANE_COMPONENTS
+            **{component: release.control_plane_image(component, kubernetes_version)
+               for component in release.CONTROL_PLANE_COMPONENTS},
+            "kube-proxy": release.kube_proxy_image(kubernetes_version),
+            "coredns": release.COREDNS_IMAGE,
         },
         "apiServiceIP": str(plan.api_service_ip),
         "dnsServiceIP": str(plan.dns_service_ip),

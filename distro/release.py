@@ -31,8 +31,17 @@ SYSEXT_FAMILIES = ("flatcar", "lab")
 CONTAINER_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
 
 
+# The CoreDNS release kubeadm installs with Kubernetes 1.30-1.32 (kubeadm's constants.CoreDNSVersion).
+COREDNS_VERSION = "v1.11.3"
+COREDNS_IMAGE = f"{IMAGE_REGISTRY}/coredns/coredns:{COREDNS_VERSION}"
+
+
 def control_plane_image(component: str, kubernetes_version: str) -> str:
     return f"{IMAGE_REGISTRY}/{component}:v{kubernetes_version}"
+
+
+def kube_proxy_image(kubernetes_version: str) -> str:
+    return f"{IMAGE_REGISTRY}/kube-proxy:v{kubernetes_version}"
 
 
 

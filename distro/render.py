@@ -14,6 +14,7 @@ import yaml
 from . import release
 from .assets import WriteReport, claim_assets_dir, write_assets
 from .base.types import AssetFile, ExtensionImage
+from .addons import addon_objects
 from .bootstrap import bootstrap_objects
 from .extensions import images_for_render
 from .ignition.nodeos import node_os
@@ -123,6 +124,7 @@ def _derived_files(plan: Plan, secrets: Secrets, images: dict[str, ExtensionImag
     yield LOCK_FILE, AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
+    yield from object_files("cluster-addons", addon_objects(plan)).items()
     for component, options, objects in components:
         yield from upstream.files(component, options)
         # 00 is for the pinned upstream install manifests, which come first.

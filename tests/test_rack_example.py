@@ -28,7 +28,7 @@ def rack(tmp_path_factory) -> Path:
 def test_every_component_rendered_objects_that_pass_the_upstream_schemas(rack):
     directories = sorted(p.name for p in (rack / "manifests").iterdir())
     # nvme is host-only: it renders no cluster objects.
-    assert directories == ["bootstrap", "hostProtection", "metallb", "openebs", "rookCeph"]
+    assert directories == ["bootstrap", "cluster-addons", "hostProtection", "metallb", "openebs", "rookCeph"]
     count = 0
     for path in sorted((rack / "manifests").rglob("*.yaml")):
         documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]

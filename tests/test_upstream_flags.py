@@ -60,7 +60,7 @@ def controller(request, tmp_path_factory) -> tuple[str, dict]:
     text = EXAMPLE.read_text().replace('version: "1.31.4"', f'version: "{request.param}"')
     assert f'version: "{request.param}"' in text
     render(write_cluster(work, text), work / "assets")
-    return request.param, json.loads((work / "assets/nodes/c1/ignition.json").read_text())
+    return request.param, json.loads((work / "assets/nodes/c1/ignition.json").read_text()), work / "assets"
 
 
 def files_of(config: dict) -> dict[str, bytes]:
@@ -78,7 +78,7 @@ def units_of(config: dict) -> dict[str, str]:
 
 
 def test_control_plane_flags_exist_in_the_release(controller):
-    version, config = controller
+    version, config, _ = controller
     files = files_of(config)
     for binary in CONTROL_PLANE:
         pod = yaml.safe_load(files[f"/etc/kubernetes/manifests/{binary}.yaml"])
@@ -89,7 +89,7 @@ def test_control_plane_flags_exist_in_the_release(controller):
 
 
 def test_kubelet_flags_exist_in_the_release(controller):
-    version, config = controller
+    version, config, _ = controller
     arguments = command_of(units_of(config)["kubelet.service/20-stellwerk.conf"], "/usr/bin/kubelet")
     assert len(arguments) > 3
     assert unknown_flags("kubelet", version, arguments) == []
@@ -100,7 +100,7 @@ def test_etcd_flags_exist_in_the_pinned_etcd(controller):
     from stellwerk import release
 
     assert release.ETCD_VERSION == ETCD_VERSION  # the list below is for this release; a new pin needs its list
-    _, config = controller
+    _, config, _ = controller
     arguments = command_of(units_of(config)["etcd.service"], "/usr/bin/etcd")
     assert len(arguments) > 10
     assert unknown_flags("etcd", ETCD_VERSION, arguments) == []
@@ -109,23 +109,38 @@ def test_etcd_flags_exist_in_the_pinned_etcd(controller):
 
 @pytest.mark.parametrize("controller", ["1.31.4"], indirect=True)  # the field list is kept for the default only
 def test_kubelet_configuration_fields_exist_in_the_pinned_types(controller):
-    _, config = controller
+    _, config, _ = controller
     fields = set(json.loads((DATA / "kubelet-config-v1beta1-v1.31.4.json").read_text())["fields"])
     document = yaml.safe_load(files_of(config)["/etc/kubernetes/kubelet.yaml"])
     assert document["apiVersion"] == "kubelet.config.k8s.io/v1beta1" and document["kind"] == "KubeletConfiguration"
+    assert unknown_fields(document, fields) == []
 
-    def paths(value: object, prefix: str = "") -> list[str]:
-        if not isinstance(value, dict):
-            return [prefix]
-        found = []
-        for key, item in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            # a map the types hold as map[string]... (evictionHard, say) ends the path at its own name
-            found += [path] if path in fields and not any(f.startswith(path + ".") for f in fields) else \
-                paths(item, path)
-        return found
 
-    assert [path for path in paths(document) if path not in fields] == []
+def unknown_fields(document: object, fields: set[str], prefix: str = "") -> list[str]:
+    """The dotted paths of `document` that are not among the upstream type's `fields`."""
+    if not isinstance(document, dict):
+        return [] if prefix in fields else [prefix]
+    found = []
+    for key, item in document.items():
+        path = f"{prefix}.{key}" if prefix else key
+        # a map the types hold as map[string]... (evictionHard, say) ends the path at its own name
+        if path in fields and not any(f.startswith(path + ".") for f in fields):
+            continue
+        found += unknown_fields(item, fields, path) if isinstance(item, dict) else ([] if path in fields else [path])
+    return found
+
+
+def kube_proxy_daemon_set(assets: Path) -> dict:
+    [path] = (assets / "manifests/cluster-addons").glob("*-daemonset-kube-proxy.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def test_kube_proxy_flags_exist_in_the_release(controller):
+    version, _, assets = controller
+    command = kube_proxy_daemon_set(assets)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[0].endswith("/kube-proxy") and len(command) > 2
+    assert unknown_flags("kube-proxy", version, command[1:]) == []
+    assert deprecated_flags("kube-proxy", version, command[1:]) == []
 
 
 def test_the_check_fails_on_a_flag_the_release_does_not_have():
@@ -136,3 +151,18 @@ def test_the_check_fails_on_a_flag_the_release_does_not_have():
     assert deprecated_flags("kubelet", "1.31.4", ["--pod-infra-container-image=x"]) == ["pod-infra-container-image"]
     assert command_of("ExecStart=\nExecStart=/usr/bin/kubelet \\\n  --a=1 \\\n  --b\n", "/usr/bin/kubelet") == [
         "--a=1", "--b"]
+
+
+@pytest.mark.parametrize("controller", ["1.31.4"], indirect=True)  # the field list is kept for the default only
+def test_kube_proxy_configuration_fields_exist_in_the_pinned_types(controller):
+    _, _, assets = controller
+    fields = set(json.loads((DATA / "kube-proxy-config-v1alpha1-v1.31.4.json").read_text())["fields"])
+    [config_map] = [yaml.safe_load(path.read_text()) for path in
+                    (assets / "manifests/cluster-addons").glob("*-configmap-kube-proxy.yaml")]
+    document = yaml.safe_load(config_map["data"]["config.conf"])
+    assert document["kind"] == "KubeProxyConfiguration"
+    assert document["apiVersion"] == "kubeproxy.config.k8s.io/v1alpha1"
+    assert unknown_fields(document, fields) == []
+    # and the check names a field the types do not have, where it is
+    assert unknown_fields({**document, "iptables": {"masqueradeAll": True, "snatNodeInternalIP": True}}, fields) == [
+        "iptables.snatNodeInternalIP"]
