@@ -2,9 +2,9 @@
 
 Facts, not code: the digests are those of the files served at the URLs below, as recorded in kubespray's
 `roles/kubespray_defaults/vars/main/checksums.yml` (kubernetes-sigs/kubespray, history up to commit 46dbdd399,
-2026), amd64 only. `stellwerk images sysext` refuses any download whose digest differs; a Kubernetes version
-without a pin here is refused by validation for Flatcar clusters (or built from the operator's own binaries with
-`--binary`).
+2026), amd64 only. `stellwerk images sysext` refuses any download whose digest differs, and a Kubernetes version
+without a pin here (it says so, before downloading anything) unless the operator gives their own binaries with
+`--binary`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,25 +48,58 @@ def image_name(name: str, version: str) -> str:
 
 
 def read_record(assets_dir: Path) -> dict[str, ExtensionImage]:
-    """The recorded images, by extension name; empty when none were built."""
+    """The recorded images, by extension name; empty when none were built. Every field is checked: render turns
+    them into paths and URLs."""
     path = assets_dir / RECORD
+    fix = "remove it and run `stellwerk images sysext` again"
     try:
         document = json.loads(path.read_text())
-        return {name: ExtensionImage(**entry) for name, entry in document["extensions"].items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(Problem(str(path), None, "", f"unreadable ({exc}); remove it and run `stellwerk images "
-                                "sysext` again")) from None
+    except (OSError, ValueError) as exc:
+        raise UserError(Problem(str(path), None, "", f"unreadable ({exc}); {fix}")) from None
+    entries = document.get("extensions") if isinstance(document, dict) else None
+    if not isinstance(entries, dict):
+        raise UserError(Problem(str(path), None, "extensions", f"is not a mapping of extension names; {fix}"))
+    images = {}
+    for name, entry in entries.items():
+        problem = _bad_entry(name, entry)
+        if problem:
+            raise UserError(Problem(str(path), None, f"extensions.{name}", f"{problem}; {fix}"))
+        images[name] = ExtensionImage(**entry)
+    return images
+
+
+_VERSION = re.compile(r"\d+\.\d+\.\d+|local-[0-9a-f]{12}")
+_FIELDS = {"name", "version", "image", "sha512", "source", "os_release"}
+
+
+def _bad_entry(name: str, entry: object) -> str | None:
+    if name not in BINARIES:
+        return f"no extension is called {name!r} (known: {', '.join(sorted(BINARIES))})"
+    if not isinstance(entry, dict) or set(entry) != _FIELDS or not all(isinstance(v, str) for v in entry.values()):
+        return f"wants exactly the text fields {', '.join(sorted(_FIELDS))}"
+    if entry["name"] != name or not _VERSION.fullmatch(entry["version"]):
+        return f"names {entry['name']!r} at version {entry['version']!r}"
+    if entry["image"] != image_name(name, entry["version"]):
+        return f"image {entry['image']!r} is not {image_name(name, entry['version'])!r}"
+    if not re.fullmatch(r"[0-9a-f]{128}", entry["sha512"]):
+        return "sha512 is not 128 hex digits"
+    return None
 
 
 def write_record(assets_dir: Path, images: dict[str, ExtensionImage]) -> None:
     path = assets_dir / RECORD
     document = {"extensions": {name: asdict(image) for name, image in sorted(images.items())}}
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    temporary.chmod(0o644)
-    temporary.replace(path)
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".extensions-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise UserError(Problem(str(path), None, "", f"cannot write the record of the sysext images: "
+                                f"{exc.strerror or exc}")) from None
 
 
 def sha512_of(path: Path) -> str:
@@ -74,8 +110,10 @@ def sha512_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def images_for_render(plan: Plan, cluster_file: Path, assets_dir: Path, needed: set[str]) -> dict[str, ExtensionImage]:
-    """The built images of the extensions in `needed`, each checked against its file; UserError naming the fix."""
+def images_for_render(plan: Plan, cluster_file: Path, assets_dir: Path, needed: set[str],
+                      os_release: str) -> dict[str, ExtensionImage]:
+    """The built images of the extensions in `needed`, each checked against its file and built for the nodes' OS
+    (`os_release`, as the images' extension-release holds it); UserError naming the fix."""
     if not needed:
         return {}
     recorded = read_record(assets_dir)
@@ -88,6 +126,11 @@ def images_for_render(plan: Plan, cluster_file: Path, assets_dir: Path, needed: 
         if image is None:
             problems.append(Problem(str(cluster_file), None, "spec.os.family", f"the nodes need the {name} sysext image "
                                     f"({name} {wanted}), and {assets_dir / SYSEXT_DIR} has none; run {build}"))
+            continue
+        if image.os_release != os_release:
+            problems.append(Problem(str(assets_dir / RECORD), None, name, f"was built for {image.os_release}, the "
+                                    f"nodes' systemd-sysext would refuse it on {os_release}; move "
+                                    f"{assets_dir / SYSEXT_DIR / image.image} away and run {build}"))
             continue
         if image.pinned and image.version != wanted:
             problems.append(Problem(str(assets_dir / RECORD), None, name, f"holds {name} {image.version}, the cluster "

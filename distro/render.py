@@ -18,7 +18,7 @@ from .addons import addon_objects
 from .bootstrap import bootstrap_objects
 from .extensions import images_for_render
 from .ignition.nodeos import node_os
-from .sysext import build_from_host
+from .sysext import build_from_host, os_release_text
 from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
@@ -63,7 +63,7 @@ def render(cluster_file: Path, output: Path | None = None, *, now: datetime | No
     needed = needed_extensions(plan)
     nodeos = node_os(plan.spec.os.family)
     built = build_from_host(assets_dir, needed, nodeos.host_binaries, nodeos.extension_release)
-    images = images_for_render(plan, cluster_file, assets_dir, needed)
+    images = images_for_render(plan, cluster_file, assets_dir, needed, os_release_text(nodeos.extension_release))
     secrets = load_or_create_secrets(assets_dir, plan, now=now)
 
     from .ignition.nodeconfig import NodeConfigError

@@ -102,27 +102,37 @@ def install_image(assets_dir: Path, name: str, version: str, binaries: Mapping[s
         raise UserError(Problem(name, None, "", f"the {name} extension needs {', '.join(BINARIES[name])}; "
                                 f"missing: {', '.join(missing)}"))
     directory = assets_dir / SYSEXT_DIR
-    make_dirs(directory)
     file_name = image_name(name, version)
     target = directory / file_name
     release = extension_release(name, os_fields, source)
-    with tempfile.TemporaryDirectory(prefix=".sysext-", dir=directory) as scratch:
-        fresh = Path(scratch) / file_name
-        cached_build(name, binaries, release, fresh)
-        digest = sha512_of(fresh)
-        state = "built"
-        if target.exists():
-            if sha512_of(target) != digest:
-                raise UserError(Problem(str(target), None, "", "exists with other contents than this build gives; "
-                                        "move it away first (Stellwerk never overwrites an image)"))
-            state = "unchanged"
-        else:
-            fresh.replace(target)
-    image = ExtensionImage(name=name, version=version, image=file_name, sha512=digest, source=source)
+    try:
+        make_dirs(directory)
+        with tempfile.TemporaryDirectory(prefix=".sysext-", dir=directory) as scratch:
+            fresh = Path(scratch) / file_name
+            cached_build(name, binaries, release, fresh)
+            digest = sha512_of(fresh)
+            try:
+                os.link(fresh, target)  # never over a file that is there, even one placed a moment ago
+                state = "built"
+            except FileExistsError:
+                if target.is_symlink() or not target.is_file() or sha512_of(target) != digest:
+                    raise UserError(Problem(str(target), None, "", "exists with other contents than this build "
+                                            "gives; move it away first (Stellwerk never overwrites an image)"))
+                state = "unchanged"
+    except OSError as exc:
+        raise UserError(Problem(str(exc.filename or directory), None, "", f"cannot write the {name} sysext image: "
+                                f"{exc.strerror or exc}; make {directory} a writable directory")) from None
+    image = ExtensionImage(name=name, version=version, image=file_name, sha512=digest, source=source,
+                           os_release=os_release_text(os_fields))
     record = read_record(assets_dir)
     record[name] = image
     write_record(assets_dir, record)
     return Built(image, state)
+
+
+def os_release_text(os_fields: Sequence[tuple[str, str]]) -> str:
+    """The OS an image is for, as its extension-release says: "ID=flatcar SYSEXT_LEVEL=1.0"."""
+    return " ".join(f"{key}={value}" for key, value in os_fields)
 
 
 def local_version(binaries: Mapping[str, bytes], os_fields: Sequence[tuple[str, str]]) -> str:
@@ -160,10 +170,14 @@ def cached_build(name: str, binaries: Mapping[str, bytes], release: bytes, outpu
         "binaries": {binary: hashlib.sha256(data).hexdigest() for binary, data in sorted(binaries.items())},
     }, sort_keys=True).encode()).hexdigest()
     cached = build_cache_dir() / f"{key}.raw"
-    if cached.is_file():
-        shutil.copyfile(cached, output)
-        output.chmod(0o644)
-        return
+    try:
+        if cached.is_file():
+            shutil.copyfile(cached, output)
+            output.chmod(0o644)
+            if holds(output, name, binaries, release):
+                return
+    except OSError:
+        pass
     build_image(name, binaries, release, output)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +186,21 @@ def cached_build(name: str, binaries: Mapping[str, bytes], release: bytes, outpu
         partial.replace(cached)
     except OSError:
         pass
+
+
+def holds(image: Path, name: str, binaries: Mapping[str, bytes], release: bytes) -> bool:
+    """Whether `image` holds exactly these binaries and this release file (a cached build is checked, not trusted:
+    its sha512 is what the nodes will be told to accept)."""
+    wanted = {f"usr/bin/{binary}": data for binary, data in binaries.items()}
+    wanted[f"usr/lib/extension-release.d/extension-release.{name}"] = release
+    listing = subprocess.run(["unsquashfs", "-lc", "-d", "", str(image)], capture_output=True, text=True)
+    if listing.returncode != 0 or sorted(line.lstrip("/") for line in listing.stdout.split()) != sorted(wanted):
+        return False
+    for path, data in wanted.items():
+        found = subprocess.run(["unsquashfs", "-cat", str(image), path], capture_output=True)
+        if found.returncode != 0 or hashlib.sha256(found.stdout).digest() != hashlib.sha256(data).digest():
+            return False
+    return True
 
 
 def build_from_host(assets_dir: Path, needed: set[str], host_binaries: Sequence[tuple[str, str]],
@@ -183,7 +212,9 @@ def build_from_host(assets_dir: Path, needed: set[str], host_binaries: Sequence[
     built = []
     for name in sorted(needed):
         names = BINARIES[name]
-        if name in recorded or not all(binary in host for binary in names):
+        if not all(binary in host for binary in names):
+            continue
+        if name in recorded and recorded[name].os_release == os_release_text(os_fields):
             continue
         binaries = {}
         for binary in names:
@@ -193,11 +224,7 @@ def build_from_host(assets_dir: Path, needed: set[str], host_binaries: Sequence[
                 raise UserError(Problem(host[binary], None, "", f"the {name} sysext image is built from this host's "
                                         f"{binary}: {exc.strerror or exc}; install it (Debian: etcd-server, "
                                         "etcd-client), or build the image with `stellwerk images sysext --binary`"))
+        # The same source text as `images sysext --binary` gives for these files: one image, whichever built it.
         built.append(install_image(assets_dir, name, local_version(binaries, os_fields), binaries,
-                                   host_source(binaries, host), os_fields))
+                                   local_source(binaries), os_fields))
     return built
-
-
-def host_source(binaries: Mapping[str, bytes], paths: Mapping[str, str]) -> str:
-    return "this host's " + ", ".join(f"{paths[binary]} sha256:{hashlib.sha256(data).hexdigest()}"
-                                      for binary, data in sorted(binaries.items()))

@@ -133,7 +133,7 @@ def up(options: LabOptions, progress: Callable[[Lab], None] | None = None, say: 
         _network(lab, say)
         _services(lab, say)
         _domains(lab, options, say)
-        wait_for_reports(lab, set(lab.state.domains), time.time() - 1, options.timeout, progress)
+        wait_for_reports(lab, set(lab.state.domains), time.time() - 1, options.timeout, progress, say)
     except BaseException:
         say("lab up failed; `stellwerk lab down` removes what it created")
         raise
@@ -260,9 +260,14 @@ def _domains(lab: Lab, options: LabOptions, say: Callable[[str], None]) -> None:
 
 
 def wait_for_reports(lab: Lab, nodes: set[str], since: float, timeout: float,
-                     progress: Callable[[Lab], None] | None = None) -> None:
-    """Until every node in `nodes` has reported from a boot that began after `since`."""
+                     progress: Callable[[Lab], None] | None = None, say: Callable[[str], None] = print) -> None:
+    """Until every node in `nodes` has reported from a boot that began after `since`.
+
+    A node whose emulated NVMe controller wedged (its console shows the guest's I/O timeouts for a minute or more)
+    is powered off and on once, and said so: QEMU's NVMe emulation (7.2) has been seen to stop completing a VM's
+    I/O for good on a busy host, which no config causes and only a fresh QEMU process cures."""
     deadline = time.monotonic() + timeout
+    restarted: set[str] = set()
     while True:
         missing = {node for node in nodes if not reported_since(lab, node, since)}
         if progress is not None:
@@ -271,6 +276,14 @@ def wait_for_reports(lab: Lab, nodes: set[str], since: float, timeout: float,
             return
         for node, failure in sorted(failures_since(lab, missing, since).items()):
             raise NodeFailed(node, failure)  # no need to wait out the timeout for a node that has given up
+        for node in sorted(missing - restarted):
+            console = lab.directory / "console" / f"{node}.log"
+            stalled = nvme_stalled_for(console.read_text(errors="replace") if console.exists() else "")
+            if stalled >= NVME_STALL_RESTART:
+                say(f"{node}: its emulated NVMe disks have not answered for {stalled:.0f} s (I/O timeouts on its "
+                    "console): a fault of the VM, not of the node's config; powering it off and on, once")
+                restart_wedged(lab, node)
+                restarted.add(node)
         if time.monotonic() > deadline:
             tails = []
             for node in sorted(missing):
@@ -289,13 +302,42 @@ def wait_for_reports(lab: Lab, nodes: set[str], since: float, timeout: float,
         time.sleep(2)
 
 
-_NVME_STALL = re.compile(r"nvme\d+: I/O \d+ (\(.*\) )?QID \d+ timeout, (aborting|reset controller)")
+_NVME_STALL = re.compile(r"\[\s*(\d+\.\d+)\] nvme nvme\d+: I/O \d+ (?:\(.*\) )?QID \d+ timeout, "
+                         r"(?:aborting|reset controller)")
+NVME_STALL_RESTART = 60.0  # seconds between the first and the last I/O timeout the guest logged in this boot
+
+
+def _last_boot(console: str) -> str:
+    return console.rsplit("Linux version ", 1)[-1]
 
 
 def nvme_stalls(console: str) -> int:
     """How many I/O timeouts the guest kernel logged for its NVMe drives in the boot the console shows last."""
-    last_boot = console.rsplit("Linux version ", 1)[-1]
-    return len(_NVME_STALL.findall(last_boot))
+    return len(_NVME_STALL.findall(_last_boot(console)))
+
+
+def nvme_stalled_for(console: str) -> float:
+    """Seconds from the first to the last NVMe I/O timeout of the last boot (each one is 30 s without an
+    answer): 0 without any; a wedged controller keeps adding to it."""
+    times = [float(stamp) for stamp in _NVME_STALL.findall(_last_boot(console))]
+    return times[-1] - times[0] + 30.0 if times else 0.0
+
+
+def restart_wedged(lab: Lab, node: str) -> None:
+    """Power `node` off and on; if it had already taken its one-time secrets, allow it to take them again (its
+    next boot provisions afresh: the state filesystem is only marked provisioned once Ignition succeeded)."""
+    from stellwerk.netboot.machines import MachineRegistry
+
+    registry = MachineRegistry(lab.assets)
+    if not reported_since(lab, node, 0):
+        registry.reprovision(node)
+    with daemons.connect() as conn:
+        machine = conn.lookupByName(lab.state.domains[node])
+        if machine.isActive():
+            machine.destroy()
+        machine.create()
+    lab.state.powered_on[node] = time.time()
+    save(lab.directory, lab.state)
 
 
 def failures_since(lab: Lab, nodes: set[str], since: float) -> dict[str, dict]:
@@ -433,6 +475,6 @@ def fault(cluster_file: Path, action: str, node: str, root: Path | None = None, 
         lab.state.powered_off = [name for name in lab.state.powered_off if name != node]
         save(lab.directory, lab.state)
     say(f"{node}: {action}; waiting for its report")
-    wait_for_reports(lab, {node}, since, timeout)
+    wait_for_reports(lab, {node}, since, timeout, say=say)
     say(f"{node}: back and reporting")
     return lab

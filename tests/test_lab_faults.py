@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from stellwerk.cli import cli
-from stellwerk.lab.lifecycle import FAULTS, nvme_stalls
+from stellwerk.lab.lifecycle import FAULTS, NVME_STALL_RESTART, nvme_stalled_for, nvme_stalls
 
 # As Linux 6.1's nvme-pci driver logs a command that did not complete (drivers/nvme/host/pci.c, nvme_timeout),
 # and the newer form with the opcode.
@@ -28,6 +29,14 @@ def test_nvme_stalls_counts_the_timeouts_of_the_last_boot_only():
     assert nvme_stalls(EARLIER_BOOT + STALLED_BOOT) == 3
     assert nvme_stalls(STALLED_BOOT + EARLIER_BOOT) == 1
     assert nvme_stalls(STALLED_BOOT.replace("timeout", "done")) == 0
+
+
+def test_a_controller_is_wedged_once_its_timeouts_span_a_minute():
+    # 554.6 to 584.7, plus the 30 s the first one waited: the disks have not answered for 60 s.
+    assert nvme_stalled_for(STALLED_BOOT) == pytest.approx(60.06, abs=0.01) and NVME_STALL_RESTART == 60.0
+    assert nvme_stalled_for(EARLIER_BOOT) == 30.0 < NVME_STALL_RESTART  # one timeout: maybe only a slow host
+    assert nvme_stalled_for(STALLED_BOOT + EARLIER_BOOT) == 30.0  # only the boot that runs now counts
+    assert nvme_stalled_for("") == 0.0
 
 
 def test_the_cli_offers_exactly_the_faults_the_lab_implements():

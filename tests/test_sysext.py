@@ -39,6 +39,12 @@ def merged(root: Path, os_release: str, image: Path, extension: str, command: st
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.fixture(autouse=True)
+def own_build_cache(tmp_path, monkeypatch):
+    # Each test builds for itself: a build copied from another test's cache would prove nothing about this one.
+    monkeypatch.setenv("STELLWERK_IMAGES_CACHE", str(tmp_path / "images-cache"))
+
+
 @pytest.fixture
 def rack_images(tmp_path) -> Path:
     for tool in ("mksquashfs", "systemd-sysext", "unshare", "etcd"):
@@ -58,7 +64,9 @@ def test_an_image_holds_the_binaries_and_its_release_and_merges_over_usr_on_flat
     assert files == ["/usr/bin/etcd", "/usr/bin/etcdctl", "/usr/lib/extension-release.d/extension-release.etcd"]
     assert all(" root/root " in line for line in listing.stdout.splitlines() if line[:1] in "-d")
 
-    # The same binaries give the same bytes: a second build elsewhere, and a rebuild in place, change nothing.
+    # The same binaries give the same bytes: a second build elsewhere (without the build cache), and a rebuild in
+    # place, change nothing.
+    shutil.rmtree(tmp_path / "images-cache")
     again = tmp_path / "again"
     build_images(RACK, again)
     assert (again / "boot/sysext" / etcd.name).read_bytes() == etcd.read_bytes()
@@ -176,7 +184,8 @@ def test_the_lab_check_names_an_etcd_that_is_not_from_the_rendered_image():
     from stellwerk.base.types import ExtensionImage
     from stellwerk.lab.checks import check_etcd_image
 
-    image = ExtensionImage("etcd", "local-0123456789ab", "etcd-local-0123456789ab-x86-64.raw", "ab" * 64, "test")
+    image = ExtensionImage("etcd", "local-0123456789ab", "etcd-local-0123456789ab-x86-64.raw", "ab" * 64, "test",
+                           "ID=debian VERSION_ID=12")
     facts = ("ID=debian\nVERSION_ID=12\nARCHITECTURE=x86-64\nSTELLWERK_EXTENSION=etcd\nSTELLWERK_SOURCE=\"this host's "
              "/usr/bin/etcd sha256:00\"\nIMAGE=/opt/extensions/etcd/etcd-local-0123456789ab-x86-64.raw\n"
              f"IMAGE_SHA512={'ab' * 64}\nUSR_FSTYPE=overlay\nETCD=/usr/bin/etcd\n")
@@ -188,3 +197,65 @@ def test_the_lab_check_names_an_etcd_that_is_not_from_the_rendered_image():
     unmerged = check_etcd_image("c1", {"etcdExtension": facts.replace("USR_FSTYPE=overlay", "USR_FSTYPE=")}, image)
     assert not unmerged.ok and "systemd-sysext did not merge it (/usr is not a mount)" in unmerged.detail
     assert not check_etcd_image("c1", {"etcdExtension": ""}, image).ok
+
+
+def test_a_cached_build_is_checked_before_it_is_used(tmp_path):
+    from stellwerk.sysext import build_cache_dir
+
+    first = tmp_path / "first"
+    build_images(RACK, first)
+    [cached] = [path for path in build_cache_dir().glob("*.raw")
+                if path.read_bytes() == next(first.glob("boot/sysext/etcd-*.raw")).read_bytes()]
+    cached.write_bytes(cached.read_bytes()[:-4096] + b"\0" * 4096)  # as a changed or half-written cache file
+    second = tmp_path / "second"
+    build_images(RACK, second)
+    assert next(second.glob("boot/sysext/etcd-*.raw")).read_bytes() == next(first.glob("boot/sysext/etcd-*.raw")).read_bytes()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda e: e["etcd"].update(image="../../../../../etc/hostname"), "image '../../../../../etc/hostname' is not"),
+    (lambda e: e["etcd"].update(version=5), "wants exactly the text fields"),
+    (lambda e: e.update(kube={}), "no extension is called 'kube'"),
+    (lambda e: e["etcd"].update(sha512="00"), "sha512 is not 128 hex digits"),
+])
+def test_a_record_that_was_tampered_with_stops_render(rack_images, run_cli, change, message):
+    record = rack_images / "boot/sysext/extensions.json"
+    document = json.loads(record.read_text())
+    change(document["extensions"])
+    record.write_text(json.dumps(document))
+    result = run_cli("render", RACK, "-o", rack_images)
+    assert result.code == 2 and "Traceback" not in result.err and message in result.err, result.err
+    assert "run `stellwerk images sysext` again" in result.err
+
+
+def test_an_image_built_for_another_os_is_refused_and_the_labs_own_is_the_same_whichever_command_built_it(
+        tmp_path, run_cli):
+    from support.paths import EXAMPLE
+
+    # The lab's etcd comes from this host: render builds it, and `images sysext` then finds the same image.
+    lab = tmp_path / "lab"
+    assert run_cli("render", EXAMPLE, "-o", lab).code == 0
+    [built] = lab.glob("boot/sysext/etcd-*.raw")
+    again = run_cli("images", "sysext", EXAMPLE, "-o", lab)
+    assert again.code == 0 and again.out.startswith("unchanged "), again.out + again.err
+    # The same assets moved to Flatcar: the lab's image says ID=debian, so Flatcar's systemd-sysext would refuse it.
+    flatcar = write_cluster(tmp_path, EXAMPLE.read_text().replace("family: lab", "family: flatcar"))
+    record = json.loads((lab / "boot/sysext/extensions.json").read_text())
+    record["extensions"]["kubernetes"] = {**record["extensions"]["etcd"], "name": "kubernetes",
+                                          "image": built.name.replace("etcd-", "kubernetes-")}
+    (lab / "boot/sysext/extensions.json").write_text(json.dumps(record))
+    refused = run_cli("render", flatcar, "-o", lab)
+    assert refused.code == 2 and "was built for ID=debian VERSION_ID=12" in refused.err, refused.err
+    assert "would refuse it on ID=flatcar SYSEXT_LEVEL=1.0" in refused.err
+
+
+def test_an_unwritable_sysext_folder_is_a_clear_error(tmp_path, run_cli):
+    from support.paths import EXAMPLE
+
+    lab = tmp_path / "lab"
+    assert run_cli("render", EXAMPLE, "-o", lab).code == 0
+    shutil.rmtree(lab / "boot/sysext")
+    (lab / "boot/sysext").write_text("not a folder")
+    result = run_cli("render", EXAMPLE, "-o", lab)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"{lab / 'boot/sysext'}" in result.err

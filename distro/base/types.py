@@ -27,6 +27,7 @@ class ExtensionImage:
     image: str  # file name in ASSETS/boot/sysext/
     sha512: str
     source: str  # the pinned artifacts (URL and sha256 each), or the local binaries' sha256
+    os_release: str  # the os-release fields it is built for, as its extension-release holds them
 
     @property
     def pinned(self) -> bool:
