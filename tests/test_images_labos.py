@@ -500,16 +500,27 @@ def node_config_server(directory: Path) -> Iterator[tuple[str, list[str]]]:
             yield served
 
 
-def boot(lab_os: labos.LabOs, url: str, disks: list[qemu.Disk], console: Path, timeout: float) -> tuple[str, float]:
-    """Boot once, until the guest powers off; returns the console and the seconds it took."""
+def boot(lab_os: labos.LabOs, url: str, disks: list[qemu.Disk], console: Path, timeout: float,
+         retry_wedged: bool = True) -> tuple[str, float]:
+    """Boot once, until the guest powers off; returns the console and the seconds it took.
+
+    A boot whose emulated NVMe controller wedged (QEMU 7.2 on a busy host: the guest logs I/O timeouts for a minute
+    and more; see lab.lifecycle.wait_for_reports) is run again once, as the lab does, and said so."""
+    from stellwerk.lab.lifecycle import NVME_STALL_RESTART, nvme_stalled_for
+
     append = [*KERNEL_ARGS, f"ignition.config.url={url}", "stellwerk.emergency=poweroff"]
     machine = qemu.Machine(kernel=lab_os.kernel, initrd=lab_os.initrd, append=append, console=console, disks=disks)
     started = time.monotonic()
     try:
         subprocess.run(machine.command(), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
-        tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
-        pytest.fail(f"the guest did not power off within {timeout:.0f} s; console ends with:\n{tail}")
+        text = console.read_text(errors="replace") if console.exists() else ""
+        if retry_wedged and nvme_stalled_for(text) >= NVME_STALL_RESTART and "STELLWERK-CHECK" not in text:
+            print(f"\n{console.name}: the VM's NVMe controller wedged (I/O timeouts for "
+                  f"{nvme_stalled_for(text):.0f} s); booting it again, once")
+            console.rename(console.with_name(console.name + ".wedged"))
+            return boot(lab_os, url, disks, console, timeout, retry_wedged=False)
+        pytest.fail(f"the guest did not power off within {timeout:.0f} s; console ends with:\n{text[-3000:]}")
     return console.read_text(errors="replace"), time.monotonic() - started
 
 
@@ -538,7 +549,9 @@ def test_first_boot_runs_ignition_and_later_boots_keep_the_root(lab_os, tmp_path
     print(f"\nfirst boot {first_seconds:.0f} s, second boot {second_seconds:.0f} s, "
           f"accelerator {'kvm' if qemu.kvm_works() else 'tcg'}")
 
-    assert fetched_first == ["/config.ign"]
+    # (twice only if a wedged first boot was run again before Ignition had finished)
+    assert fetched_first in (["/config.ign"], ["/config.ign"] * 2) and (
+        len(fetched_first) == 1 or (tmp_path / "console-1.log.wedged").exists())
     assert "stellwerk: first boot: running Ignition" in first
     check = check_line(first)
     assert check == {"boot": "1", "note": "written-by-ignition", "data": "on-the-data-disk",
