@@ -60,3 +60,33 @@ def sysext_command(cluster_file: Path, output: Path | None, mirror: Path | None,
 
     for line in build_cluster_images(cluster_file, output, mirror=mirror, binaries=binaries, cache_dir=cache_dir):
         click.echo(line)
+
+
+@images.command("list")
+@click.argument("cluster_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache of upstream manifests (default $STELLWERK_CACHE_DIR, else ~/.cache/stellwerk).")
+@click.option("--where", is_flag=True, help="Also say where each image is named.")
+def list_command(cluster_file: Path, cache_dir: Path | None, where: bool) -> None:
+    """Print every container image CLUSTER_FILE's cluster pulls, one per line, to mirror them ahead of time."""
+    from stellwerk.base.errors import RunFailed
+    from stellwerk.imagelist import cluster_images, pinned
+    from stellwerk.manifests import load_checked
+    from stellwerk.upstream import default_cache_dir
+
+    checked = load_checked(cluster_file)
+    uses, missing = cluster_images(checked.plan, checked.components, cache_dir or default_cache_dir())
+    by_image: dict[str, list[str]] = {}
+    for use in uses:
+        by_image.setdefault(use.image, []).append(use.where)
+    for image in sorted(by_image):
+        click.echo(f"{image}  ({'; '.join(sorted(set(by_image[image])))})" if where else image)
+    unpinned = sorted(image for image in by_image if not pinned(image))
+    if missing:
+        click.echo(f"not listed: the images of {', '.join(missing)}, which is not in the cache; run `stellwerk "
+                   f"components fetch {cluster_file}` first", err=True)
+    if unpinned:  # the images of a patch the operator wrote, say
+        raise RunFailed(f"{cluster_file}: not pinned to a tag or digest, so not mirrorable as one image: "
+                        f"{', '.join(unpinned)}")
+    if missing:
+        raise RunFailed("the list is incomplete (see above)")

@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "stellwerk.kubeconfig")),
     ("manifests", ("stellwerk.components", "stellwerk.addons", "stellwerk.bootstrap", "stellwerk.manifests")),
     ("node configs", ("stellwerk.ignition",)),
-    ("assets", ("stellwerk.sysext", "stellwerk.assets", "stellwerk.upstream", "stellwerk.netbootstore", "stellwerk.lockfile",
+    ("assets", ("stellwerk.imagelist", "stellwerk.sysext", "stellwerk.assets", "stellwerk.upstream", "stellwerk.netbootstore", "stellwerk.lockfile",
                 "stellwerk.render", "stellwerk.summary", "stellwerk.starter")),
     ("consumers", ("stellwerk.netboot", "stellwerk.images", "stellwerk.lab")),
     ("cli", ("stellwerk.cli", "stellwerk.__main__", "stellwerk.netboot.cli", "stellwerk.images.cli",

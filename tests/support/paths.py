@@ -6,6 +6,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = REPO / "examples" / "lab-cluster.yaml"
+# Beside the repository: the pinned upstream manifests (a mirror for `components fetch --mirror`) and CRD schemas.
+SHARED = REPO.parent / "shared"
 
 
 def _without_components(text: str) -> str:
