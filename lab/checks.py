@@ -226,15 +226,18 @@ def check_pings(node: NodePlan, report: Mapping, plan: Plan, up: Iterable[str]) 
     return Check(node.name, "mesh ping", True, f"reaches {len(reached)} peers over wg0: " + ", ".join(reached))
 
 
-def check_etcd_image(node: str, report: Mapping, image) -> Check:
-    """etcd runs from the sysext image render handed the node: the one Ignition fetched by its sha512, merged."""
+def check_etcd_image(node: str, report: Mapping, sha512: str | None) -> Check:
+    """etcd runs from the sysext image render handed the node (`sha512`, from its config): the one Ignition fetched
+    by that digest, merged over /usr."""
     facts = dict(line.split("=", 1) for line in _lines(report.get("etcdExtension")) if "=" in line)
+    if sha512 is None:
+        return Check(node, "etcd image", False, "its rendered config fetches no etcd sysext image")
     if not facts:
         return Check(node, "etcd image", False, "no /etc/extensions/etcd.raw on the node")
     wrong = []
-    if facts.get("IMAGE_SHA512") != image.sha512:
+    if facts.get("IMAGE_SHA512") != sha512:
         wrong.append(f"its image has sha512 {facts.get('IMAGE_SHA512', '?')[:16]}…, render gave "
-                     f"{image.sha512[:16]}…")
+                     f"{sha512[:16]}…")
     if facts.get("USR_FSTYPE") != "overlay" or facts.get("STELLWERK_EXTENSION") != "etcd":
         wrong.append(f"systemd-sysext did not merge it (/usr is {facts.get('USR_FSTYPE') or 'not a mount'})")
     if facts.get("ETCD") != "/usr/bin/etcd":
@@ -243,7 +246,7 @@ def check_etcd_image(node: str, report: Mapping, image) -> Check:
         return Check(node, "etcd image", False, "; ".join(wrong))
     source = facts.get("STELLWERK_SOURCE", "").strip('"')
     return Check(node, "etcd image", True, f"/usr/bin/etcd from the sysext {Path(facts['IMAGE']).name} "
-                 f"(sha512 {image.sha512[:16]}…, merged over /usr), built from {source}")
+                 f"(sha512 {sha512[:16]}…, merged over /usr), built from {source}")
 
 
 def check_nvme(node: str, report: Mapping, options) -> Check:

@@ -25,7 +25,7 @@ kind: Cluster
 metadata: {name: labfail}
 spec:
   kubernetes: {apiEndpoint: 10.214.0.11}
-  os: {family: lab, sysextBaseURL: "http://10.213.0.1:8080/assets/sysext"}
+  os: {family: lab, sysextBaseURL: "http://10.214.0.1:8080/assets/sysext"}
   network: {nodeCIDR: 10.214.0.0/24, gateway: 10.214.0.1}
   controllers:
     - {name: c1, mac: "52:54:00:00:04:11", address: 10.214.0.11, installDisk: /dev/nvme0n1}

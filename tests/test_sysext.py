@@ -181,11 +181,9 @@ def test_ignition_fetches_each_image_from_netboot_by_its_sha512_and_refuses_a_co
 
 
 def test_the_lab_check_names_an_etcd_that_is_not_from_the_rendered_image():
-    from stellwerk.base.types import ExtensionImage
     from stellwerk.lab.checks import check_etcd_image
 
-    image = ExtensionImage("etcd", "local-0123456789ab", "etcd-local-0123456789ab-x86-64.raw", "ab" * 64, "test",
-                           "ID=debian VERSION_ID=12")
+    image = "ab" * 64  # the sha512 the node's rendered config checks the image by
     facts = ("ID=debian\nVERSION_ID=12\nARCHITECTURE=x86-64\nSTELLWERK_EXTENSION=etcd\nSTELLWERK_SOURCE=\"this host's "
              "/usr/bin/etcd sha256:00\"\nIMAGE=/opt/extensions/etcd/etcd-local-0123456789ab-x86-64.raw\n"
              f"IMAGE_SHA512={'ab' * 64}\nUSR_FSTYPE=overlay\nETCD=/usr/bin/etcd\n")
@@ -197,6 +195,8 @@ def test_the_lab_check_names_an_etcd_that_is_not_from_the_rendered_image():
     unmerged = check_etcd_image("c1", {"etcdExtension": facts.replace("USR_FSTYPE=overlay", "USR_FSTYPE=")}, image)
     assert not unmerged.ok and "systemd-sysext did not merge it (/usr is not a mount)" in unmerged.detail
     assert not check_etcd_image("c1", {"etcdExtension": ""}, image).ok
+    assert "its rendered config fetches no etcd sysext image" in check_etcd_image("c1", {"etcdExtension": facts},
+                                                                                   None).detail
 
 
 def test_a_cached_build_is_checked_before_it_is_used(tmp_path):
