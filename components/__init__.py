@@ -15,7 +15,6 @@ Optional:
 
     claims(cluster, options)             -> Claims on disks and mount paths (see claims.py); two components
                                             claiming the same one on a node is a validation error
-    adjust_upstream(name, documents, plan, options) -> the pinned upstream objects with cluster values set
 
 Components return data; they never write files. Each module is read once into a Component (base.py), which
 checks this shape and that the module's name is its KEY in snake case; the stages use only COMPONENTS and BY_KEY.

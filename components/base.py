@@ -53,8 +53,8 @@ class Component:
     """A component as the stages use it: its key, its options model and its hooks, read once from its module.
 
     The required hooks are upstream(options), check(cluster, options), manifests(plan, options) and
-    node_fragments(plan, options, node); claims(cluster, options) and adjust_upstream(name, documents, plan,
-    options) are optional and None where a component has none.
+    node_fragments(plan, options, node); claims(cluster, options) is optional and None where a component has
+    none.
     """
 
     key: str
@@ -66,7 +66,6 @@ class Component:
     manifests: Callable[[Any, Any], list[dict[str, Any]]]
     node_fragments: Hook
     claims: Hook | None = None
-    adjust_upstream: Hook | None = None
 
     @classmethod
     def of(cls, module: ModuleType) -> Component:
@@ -87,8 +86,7 @@ class Component:
                             f"{field_name(key)}.py, so that file, key and spec field are one name")
         return cls(key=key, field=name, summary=(module.__doc__ or "").strip().splitlines()[0], options=options,
                    upstream=module.upstream, check=module.check, manifests=module.manifests,
-                   node_fragments=module.node_fragments, claims=getattr(module, "claims", None),
-                   adjust_upstream=getattr(module, "adjust_upstream", None))
+                   node_fragments=module.node_fragments, claims=getattr(module, "claims", None))
 
     def options_in(self, cluster: Any) -> ComponentOptions | None:
         """This component's options in the cluster, or None when the cluster does not enable it."""

@@ -52,11 +52,6 @@ NFT_PATH = "/etc/nftables.d/stellwerk-host-protection.nft"
 NFT_TABLE = "stellwerk_host_protection"
 UNIT_NAME = "stellwerk-host-protection.service"
 
-# Felix's WireGuard listening ports (FelixConfiguration wireguardListeningPort and
-# wireguardListeningPortV6 defaults in Calico v3.32.1).
-CALICO_WIREGUARD_PORTS = {51820: "IPv4", 51821: "IPv6"}
-SUGGESTED_WIREGUARD_PORT = 51871
-
 # Linux interface names as Calico's validator takes them (at most 15 characters).
 _INTERFACE = re.compile(r"[a-zA-Z0-9_.-]{1,15}")
 _RANGE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
@@ -140,44 +135,11 @@ class Options(ComponentOptions):
 
 
 def upstream(options: Options) -> tuple[str, ...]:
-    return ("calico",)
+    # Calico itself is the pod network (`kubernetes.network: calico`), which check() requires.
+    return ()
 
 
 # --------------------------------------------------------------------------- check
-
-
-# Settings the cluster needs in calico-node, which Calico's manifest install reads from its environment.
-# Without them Calico allocates pods from 192.168.0.0/16 (not the cluster's podCIDR, which the host
-# policy's pod rule allows) and may pick the wg0 address as the node's own.
-def calico_node_environment(plan: Plan) -> dict[str, str]:
-    return {
-        "CALICO_IPV4POOL_CIDR": str(plan.spec.kubernetes.pod_cidr),
-        "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip",
-    }
-
-
-def adjust_upstream(name: str, documents: list[dict[str, Any]], plan: Plan, options: Options) -> list[dict[str, Any]]:
-    """Set the cluster's values in the calico-node DaemonSet of the pinned manifest; the rest stays as upstream has it."""
-    if name != "calico":
-        return documents
-    for document in documents:
-        if document.get("kind") == "DaemonSet" and document.get("metadata", {}).get("name") == "calico-node":
-            for container in document["spec"]["template"]["spec"]["containers"]:
-                if container.get("name") == "calico-node":
-                    _set_environment(container, calico_node_environment(plan))
-                    return documents
-    raise ValueError("the pinned calico manifest has no calico-node DaemonSet with a calico-node container")
-
-
-def _set_environment(container: dict[str, Any], values: dict[str, str]) -> None:
-    env = container.setdefault("env", [])
-    for key, value in values.items():
-        entry = next((item for item in env if item.get("name") == key), None)
-        if entry is None:
-            env.append({"name": key, "value": value})
-        else:
-            entry.clear()
-            entry.update({"name": key, "value": value})
 
 
 def _policy_patch_problem(patch: Any) -> str | None:
@@ -218,14 +180,11 @@ def check(cluster: Cluster, options: Options) -> Iterator[tuple[tuple, str]]:
             "no management network: with host protection on, ssh (22/tcp) and the apiserver (6443/tcp) would be "
             "open to nobody and you would lock yourself out of every node; list the networks your operators "
             "work from here or in spec.network.managementCIDRs")
-    wireguard = spec.wireguard
-    if wireguard.enabled and wireguard.port in CALICO_WIREGUARD_PORTS:
-        family = CALICO_WIREGUARD_PORTS[wireguard.port]
-        yield ("spec", "wireguard", "port"), (
-            f"Calico WireGuard port clash: UDP {wireguard.port} is the port Calico's own WireGuard encryption "
-            f"uses for {family} (Felix wireguardListeningPort is 51820, wireguardListeningPortV6 51821); the "
-            f"day it is switched on, wg0 and Calico fight over the port. Give the mesh another port, such as "
-            f"{SUGGESTED_WIREGUARD_PORT}")
+    if spec.kubernetes.network != "calico":
+        yield ("spec", "kubernetes", "network"), (
+            f"host protection's policies are Calico objects (HostEndpoints, GlobalNetworkPolicies) and need Calico "
+            f"as the pod network, but the network is {spec.kubernetes.network!r}: set kubernetes.network: calico, "
+            "or remove components.hostProtection")
     first: dict[str, int] = {}
     for index, rule in enumerate(options.allow):
         if rule.name in first:

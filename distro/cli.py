@@ -104,11 +104,9 @@ def components_fetch(cluster_file: Path | None, everything: bool, mirror: Path |
     if everything:
         names = list(UPSTREAM)
     else:
-        from .components import enabled
-        from .manifests import load_checked
+        from .manifests import load_checked, upstream_uses
 
-        cluster = load_checked(cluster_file).plan.cluster
-        names = [name for component, options in enabled(cluster) for name in component.upstream(options)]
+        names = list(dict.fromkeys(use.name for use in upstream_uses(load_checked(cluster_file).plan)))
     cache = cache_dir or default_cache_dir()
     with download_bar() as progress:
         results = fetch([UPSTREAM[name] for name in names], cache, mirror=mirror, progress=progress)
@@ -116,7 +114,8 @@ def components_fetch(cluster_file: Path | None, everything: bool, mirror: Path |
         m = result.manifest
         click.echo(f"{result.state:<8} {m.name:<20} {m.project} {m.version}  sha256:{m.sha256[:16]}")
     if not results:
-        click.echo("nothing to fetch: the cluster enables no component with an upstream manifest")
+        click.echo("nothing to fetch: the cluster installs no upstream manifest (no pod network, and no component "
+                   "that has one)")
     click.echo(f"cache: {cache}")
 
 

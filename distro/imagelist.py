@@ -15,7 +15,7 @@ import yaml
 
 from . import release
 from .addons import addon_objects
-from .manifests import ComponentObjects
+from .manifests import ComponentObjects, upstream_uses
 from .plan import Plan
 from .upstream import read_cached
 
@@ -56,16 +56,17 @@ def cluster_images(plan: Plan, components: ComponentObjects, cache: Path) -> tup
     for obj in addon_objects(plan):
         uses += [ImageUse(image, f"manifests/cluster-addons {_label(obj)}") for image in images_in(obj)]
     missing = []
-    for component, options, objects in components:
-        for name in component.upstream(options):
-            manifest = release.UPSTREAM[name]
-            data = read_cached(cache, manifest)
-            if data is None:
-                missing.append(name)
-                continue
-            for obj in yaml.safe_load_all(data):
-                if isinstance(obj, dict):
-                    uses += [ImageUse(image, f"{name} {manifest.version} {_label(obj)}") for image in images_in(obj)]
+    for upstream in upstream_uses(plan):
+        manifest = release.UPSTREAM[upstream.name]
+        data = read_cached(cache, manifest)
+        if data is None:
+            missing.append(upstream.name)
+            continue
+        for obj in yaml.safe_load_all(data):
+            if isinstance(obj, dict):
+                uses += [ImageUse(image, f"{upstream.name} {manifest.version} {_label(obj)}")
+                         for image in images_in(obj)]
+    for component, _, objects in components:
         for obj in objects:
             uses += [ImageUse(image, f"manifests/{component.key} {_label(obj)}") for image in images_in(obj)]
     return uses, missing

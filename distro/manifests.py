@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import podnetwork
+from .addons import addon_objects
 from .base.errors import UserError
 from .base.types import AssetFile
 from .components import enabled
@@ -63,6 +65,51 @@ def checked_component_objects(plan: Plan, source: SourceMap) -> ComponentObjects
         return list(component_objects(plan))
     except ComponentPatchError as exc:
         raise UserError(source.problem(("spec", "components", exc.key, "patches", exc.index), exc.message)) from None
+
+
+ADDONS_DIR = "cluster-addons"
+
+Documents = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class UpstreamUse:
+    """A pinned upstream manifest the cluster installs: which one, where render writes it, what it sets in it."""
+
+    name: str  # a key of release.UPSTREAM
+    directory: str  # under manifests/
+    file_name: str  # orders it among the directory's files
+    adjust: Callable[[Documents], Documents] | None = None  # sets cluster values; None keeps it byte for byte
+
+    @property
+    def path(self) -> str:
+        return f"manifests/{self.directory}/{self.file_name}"
+
+
+def upstream_uses(plan: Plan) -> list[UpstreamUse]:
+    """Every pinned upstream manifest the cluster installs, in apply order: the pod network's, then each enabled
+    component's (its CRDs first)."""
+    network = podnetwork.upstream_names(plan.spec.kubernetes.network)
+    first = len(podnetwork.objects(plan))
+    uses = [UpstreamUse(name, ADDONS_DIR, f"{first + index:02d}-upstream-{name}.yaml",
+                        _adjusting(name, plan)) for index, name in enumerate(network)]
+    for component, options in enabled(plan.cluster):
+        # 00-<n>-: before the component's own objects, which are numbered from 01.
+        uses += [UpstreamUse(name, component.key, f"00-{index}-upstream-{name}.yaml")
+                 for index, name in enumerate(component.upstream(options))]
+    return uses
+
+
+def _adjusting(name: str, plan: Plan) -> Callable[[Documents], Documents]:
+    return lambda documents: podnetwork.adjust_upstream(name, documents, plan)
+
+
+def addon_files(plan: Plan) -> dict[str, AssetFile]:
+    """manifests/cluster-addons/ but its upstream manifests: the pod network's own objects first, then (after
+    the pod network's upstream manifest, see upstream_uses) kube-proxy and CoreDNS."""
+    network_objects = podnetwork.objects(plan)
+    after = len(network_objects) + len(podnetwork.upstream_names(plan.spec.kubernetes.network))
+    return {**object_files(ADDONS_DIR, network_objects), **object_files(ADDONS_DIR, addon_objects(plan), first=after)}
 
 
 def object_files(directory: str, objects: list[dict[str, Any]], first: int = 0) -> dict[str, AssetFile]:

@@ -7,23 +7,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from . import release
 from .assets import WriteReport, claim_assets_dir, write_assets
 from .base.types import AssetFile, ExtensionImage
-from .addons import addon_objects
 from .bootstrap import bootstrap_objects
 from .extensions import images_for_render
 from .ignition.nodeos import node_os
 from .sysext import build_from_host, os_release_text
-from .components.base import Component
 from .base.errors import Problem, UserError
 from .kubeconfig import kubeconfig
 from .lockfile import LOCK_FILE, lock_document
-from .manifests import ComponentObjects, load_checked, object_files
+from .manifests import ADDONS_DIR, ComponentObjects, UpstreamUse, addon_files, load_checked, object_files, upstream_uses
 from .netbootstore import store_files
 from .upstream import default_cache_dir, read_cached
 from .plan import Plan
@@ -89,23 +86,21 @@ class _UpstreamSource:
     notes: list[str]
     missing: list[str] = field(default_factory=list)
 
-    def files(self, component: Component, options: Any) -> Iterator[tuple[str, AssetFile]]:
-        for position, name in enumerate(component.upstream(options)):
-            manifest = release.UPSTREAM[name]
+    def files(self, uses: list[UpstreamUse]) -> Iterator[tuple[str, AssetFile]]:
+        for use in uses:
+            manifest = release.UPSTREAM[use.name]
             data = read_cached(self.cache, manifest)
             if data is None:
-                self.missing.append(f"{name} ({manifest.project} {manifest.version}, for manifests/{component.key})")
+                self.missing.append(f"{use.name} ({manifest.project} {manifest.version}, for manifests/{use.directory})")
                 continue
-            adjust = component.adjust_upstream
-            if adjust is not None:
-                # A component may set cluster values in the upstream objects (documented on its page);
-                # the file is then re-serialized, otherwise it stays byte for byte as upstream has it.
+            if use.adjust is not None:
+                # The cluster's values set in the upstream objects (documented where they are set); the file is
+                # then re-serialized, otherwise it stays byte for byte as upstream has it.
                 documents = [doc for doc in yaml.safe_load_all(data) if doc is not None]
-                adjusted = adjust(name, copy.deepcopy(documents), self.plan, options)
+                adjusted = use.adjust(copy.deepcopy(documents))
                 if adjusted != documents:
                     data = dump_yaml_all(adjusted).encode()
-            # 00-<n>-: before Stellwerk's own objects, in the order the component lists them (CRDs first).
-            yield f"manifests/{component.key}/00-{position}-upstream-{name}.yaml", AssetFile(data)
+            yield use.path, AssetFile(data)
 
     def finish(self) -> None:
         if self.missing:
@@ -124,9 +119,11 @@ def _derived_files(plan: Plan, secrets: Secrets, images: dict[str, ExtensionImag
     yield LOCK_FILE, AssetFile(lock_document(plan).encode(), 0o600)
     yield "auth/admin.conf", AssetFile(_admin_kubeconfig(plan, secrets), 0o600)
     yield from object_files("bootstrap", bootstrap_objects(secrets.bootstrap_token)).items()
-    yield from object_files("cluster-addons", addon_objects(plan)).items()
-    for component, options, objects in components:
-        yield from upstream.files(component, options)
+    uses = upstream_uses(plan)
+    yield from addon_files(plan).items()
+    yield from upstream.files([use for use in uses if use.directory == ADDONS_DIR])
+    for component, _, objects in components:
+        yield from upstream.files([use for use in uses if use.directory == component.key])
         # 00 is for the pinned upstream install manifests, which come first.
         yield from object_files(component.key, objects, first=1).items()
     yield from store_files(plan).items()

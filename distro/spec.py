@@ -47,6 +47,12 @@ class Kubernetes(StrictModel):
         description="Service network; its first address is the kubernetes service, its tenth the cluster DNS.",
     )
     cluster_domain: DNSSubdomain = Field("cluster.local", description="Cluster DNS domain.")
+    network: Literal["calico", "none"] = Field(
+        "calico",
+        description="The pod network: calico installs Calico from its pinned upstream manifest (fetch it with "
+        "`stellwerk components fetch`) with this cluster's podCIDR; none installs no network, for operators who "
+        "bring their own (nodes stay NotReady until it runs). Host protection needs calico.",
+    )
 
 
 class OS(StrictModel):

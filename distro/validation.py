@@ -43,6 +43,7 @@ def _cluster_rules(cluster: Cluster) -> Iterator[tuple[Location, str]]:
     yield from _addresses(cluster)
     yield from _networks(cluster)
     yield from _labels(cluster)
+    yield from _pod_network(cluster)
     yield from _components(cluster)
     yield from _extensions(cluster)
 
@@ -60,6 +61,18 @@ def _components(cluster: Cluster) -> Iterator[tuple[Location, str]]:
             if component.claims is not None:
                 claims += component.claims(cluster, options)
     yield from conflicts(claims)
+
+
+def _pod_network(cluster: Cluster) -> Iterator[tuple[Location, str]]:
+    spec = cluster.spec
+    wireguard = spec.wireguard
+    if spec.kubernetes.network == "calico" and wireguard.enabled and wireguard.port in release.CALICO_WIREGUARD_PORTS:
+        family = release.CALICO_WIREGUARD_PORTS[wireguard.port]
+        yield ("spec", "wireguard", "port"), (
+            f"Calico WireGuard port clash: UDP {wireguard.port} is the port Calico's own WireGuard encryption "
+            f"uses for {family} (Felix wireguardListeningPort is 51820, wireguardListeningPortV6 51821); the "
+            f"day it is switched on, wg0 and Calico fight over the port. Give the mesh another port, such as "
+            f"{type(wireguard).model_fields['port'].default}")
 
 
 def _extensions(cluster: Cluster) -> Iterator[tuple[Location, str]]:

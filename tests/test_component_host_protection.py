@@ -693,10 +693,19 @@ def test_metallb_bgp_opens_bgp_and_bfd_to_its_routers_and_memberlist_between_nod
         assert "10.213.0.21/32" in memberlist["source"]["nets"]
 
 
-def test_upstream_is_calicos_manifest():
+def test_host_protection_needs_calico_as_the_pod_network_and_leaves_installing_it_to_the_network(run_cli, tmp_path):
     from stellwerk.components import host_protection
 
-    assert host_protection.upstream(host_protection.Options()) == ("calico",)
+    assert host_protection.upstream(host_protection.Options()) == ()
+    text = cluster_text("{}").replace("    clusterDomain: cluster.local\n",
+                                      "    clusterDomain: cluster.local\n    network: none\n")
+    path = write_cluster(tmp_path, text)
+    result = run_cli("validate", path)
+    assert result.code == 2, result.out + result.err
+    assert "Traceback" not in result.err
+    assert (f"{path}:{line_of(text, 'network: none')}: spec.kubernetes.network: host protection's policies are "
+            "Calico objects") in result.err
+    assert "set kubernetes.network: calico, or remove components.hostProtection" in result.err
 
 
 # --------------------------------------------------------------------------- bad input

@@ -14,7 +14,7 @@ from stellwerk.spec import Components
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = {"upstream": ["options"], "check": ["cluster", "options"], "manifests": ["plan", "options"],
             "node_fragments": ["plan", "options", "node"]}
-OPTIONAL = {"claims": ["cluster", "options"], "adjust_upstream": ["name", "documents", "plan", "options"]}
+OPTIONAL = {"claims": ["cluster", "options"]}
 
 
 @pytest.fixture(params=[component.key for component in COMPONENTS])

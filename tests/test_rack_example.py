@@ -97,7 +97,10 @@ def test_calico_node_gets_the_cluster_pod_network_and_node_address_method(tmp_pa
     cache_path(cache, pin).parent.mkdir(parents=True)
     cache_path(cache, pin).write_bytes(body)
     render_flatcar(RACK, tmp_path / "assets", cache_dir=cache)
-    documents = list(yaml.safe_load_all((tmp_path / "assets/manifests/hostProtection/00-0-upstream-calico.yaml").read_text()))
+    addons = sorted(p.name for p in (tmp_path / "assets/manifests/cluster-addons").iterdir())
+    assert addons[:2] == ["00-configmap-kubernetes-services-endpoint.yaml", "01-upstream-calico.yaml"]
+    assert not list((tmp_path / "assets/manifests/hostProtection").glob("*upstream*"))
+    documents = list(yaml.safe_load_all((tmp_path / "assets/manifests/cluster-addons/01-upstream-calico.yaml").read_text()))
     assert documents[0]["kind"] == "ServiceAccount"
     env = {e["name"]: e["value"] for e in documents[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env == {"IP": "autodetect", "IP_AUTODETECTION_METHOD": "kubernetes-internal-ip", "CALICO_IPV4POOL_CIDR": "10.2.0.0/16"}

@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("plan", ("stellwerk.plan", "stellwerk.ignition.nodeos", "stellwerk.ignition.fragments")),
     ("secrets", ("stellwerk.extensions", "stellwerk.x509", "stellwerk.pki", "stellwerk.wireguard", "stellwerk.tokens", "stellwerk.secrets",
                  "stellwerk.kubeconfig")),
-    ("manifests", ("stellwerk.components", "stellwerk.addons", "stellwerk.bootstrap", "stellwerk.manifests")),
+    ("manifests", ("stellwerk.components", "stellwerk.podnetwork", "stellwerk.addons", "stellwerk.bootstrap", "stellwerk.manifests")),
     ("node configs", ("stellwerk.ignition",)),
     ("assets", ("stellwerk.imagelist", "stellwerk.sysext", "stellwerk.assets", "stellwerk.upstream", "stellwerk.netbootstore", "stellwerk.lockfile",
                 "stellwerk.render", "stellwerk.summary", "stellwerk.starter")),
