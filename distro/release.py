@@ -61,11 +61,11 @@ def _raw(repo: str, tag: str, path: str) -> str:
     return f"https://raw.githubusercontent.com/{repo}/{tag}/{path}"
 
 
-# Digests are of the files as served for the tag; `stellwerk components fetch` refuses anything else.
 # Felix's WireGuard listening ports in the pinned Calico (FelixConfiguration wireguardListeningPort and
 # wireguardListeningPortV6 defaults, v3.32.1).
 CALICO_WIREGUARD_PORTS = {51820: "IPv4", 51821: "IPv6"}
 
+# Digests are of the files as served for the tag; `stellwerk components fetch` refuses anything else.
 UPSTREAM: dict[str, UpstreamManifest] = {
     manifest.name: manifest
     for manifest in (
